@@ -1,0 +1,28 @@
+"""Algorithm presets: every module here that defines `PRESET` (an AlgoConfig) is one named algorithm."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from rlbench.algos.config import AlgoConfig
+
+
+def _discover() -> dict[str, AlgoConfig]:
+    presets = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        preset = getattr(importlib.import_module(f"{__name__}.{info.name}"), "PRESET", None)
+        if isinstance(preset, AlgoConfig):
+            presets[preset.name] = preset
+    return presets
+
+
+PRESETS: dict[str, AlgoConfig] = _discover()
+"""Name → preset, in the order `rlbench list` shows them (the ladder first, variants after)."""
+
+LADDER: tuple[str, ...] = ("pg", "critic", "ppo", "ppo_kl", "grpo")
+"""The five algorithms of the story, in the order the story tells them."""
+
+PRESETS = {name: PRESETS[name] for name in LADDER} | {k: v for k, v in PRESETS.items() if k not in LADDER}
+
+__all__ = ["AlgoConfig", "LADDER", "PRESETS"]

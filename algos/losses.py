@@ -1,0 +1,48 @@
+"""Losses: pure functions of per-step tensors and a validity mask (shape [B] or [N, T])."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def masked_mean(x: Tensor, mask: Tensor, agg: str = "token") -> Tensor:
+    """Mean of x over valid entries. `token`: Σ x·m / Σ m; `sequence` ([N, T] only): mean over rows of row means."""
+    if agg == "sequence" and x.dim() == 2:
+        per_row = (x * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return per_row[mask.sum(dim=1) > 0].mean()
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def pg_loss(logp: Tensor, adv: Tensor, mask: Tensor, agg: str = "token") -> Tensor:
+    """Vanilla policy gradient: L = −E[log π(a|s) · A]."""
+    return -masked_mean(logp * adv, mask, agg)
+
+
+def clipped_surrogate(
+    logp: Tensor,
+    logp_old: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    clip_low: float | None,
+    clip_high: float | None,
+    agg: str = "token",
+) -> Tensor:
+    """PPO: L = −E[min(r·A, clip(r, 1−ε_low, 1+ε_high)·A)], r = π/π_old; clip_low None → −E[r·A]."""
+    ratio = torch.exp(logp - logp_old)
+    if clip_low is None:
+        return -masked_mean(ratio * adv, mask, agg)
+    high = clip_low if clip_high is None else clip_high
+    clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + high)
+    return -masked_mean(torch.min(ratio * adv, clipped * adv), mask, agg)
+
+
+def value_loss(values: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """Critic regression: L_V = ½·E[(V(s) − R̂)²]."""
+    return 0.5 * masked_mean((values - targets) ** 2, mask)
+
+
+def k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Per-step KL(π‖π_ref) estimate from samples of π: exp(ref − logp) − (ref − logp) − 1 ≥ 0 (DeepSeekMath eq. 4)."""
+    diff = ref_logp - logp
+    return torch.exp(diff) - diff - 1.0

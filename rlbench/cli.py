@@ -1,0 +1,175 @@
+"""`rlbench` command line: run a matrix of algorithms × envs × seeds, list what exists."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from rlbench import store
+from rlbench.algos import PRESETS
+from rlbench.executor import LocalExecutor, Outcome
+from rlbench.matrix import (
+    BUILTIN_ENVS,
+    DEFAULT_GROUP_SIZES,
+    PRESETS_BY_NAME,
+    Cell,
+    MatrixError,
+    build_cells,
+    parse_ints,
+    parse_list,
+)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+errors = Console(stderr=True)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print a clear error and return the exit (code 2) for the caller to raise."""
+    errors.print(f"[bold red]Error:[/] {message}", highlight=False)
+    return typer.Exit(2)
+
+
+def matrix_fingerprint(cells: list[Cell]) -> str:
+    """Short hash of the resolved matrix: the same command gives the same sweep directory."""
+    blob = json.dumps([c.to_dict() for c in cells], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+@app.command()
+def run(
+    algos: Annotated[str, typer.Option(help="Comma-separated algorithm names, or 'all'.")] = "all",
+    envs: Annotated[Optional[str], typer.Option(help="Comma-separated env ids, 'classic' or 'all' [default: the preset's].")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="Number of seeds (0..N-1) [default: the preset's].")] = None,
+    seed_list: Annotated[Optional[str], typer.Option(help="Explicit comma-separated seeds, e.g. 3,7,11.")] = None,
+    preset: Annotated[str, typer.Option(help="Budget preset: smoke, quick or full.")] = "quick",
+    steps: Annotated[Optional[int], typer.Option(help="Env-step budget per run, overriding the preset.")] = None,
+    group_sizes: Annotated[str, typer.Option(help="GRPO group sizes G; one matrix column per G.")] = ",".join(
+        map(str, DEFAULT_GROUP_SIZES)
+    ),
+    set_: Annotated[list[str], typer.Option("--set", help="Override a setting: [ALGO.]FIELD=VALUE (repeatable).")] = [],
+    jobs: Annotated[int, typer.Option(help="Worker processes running in parallel.")] = os.cpu_count() or 1,
+    out: Annotated[Optional[Path], typer.Option(help="Sweep directory [default: runs/<preset>-<matrix hash>].")] = None,
+    time_limit: Annotated[Optional[float], typer.Option(help="Per-run wall-clock limit in seconds.")] = None,
+) -> None:
+    """Run a matrix of algorithms × envs × seeds; finished runs in the sweep directory are skipped (resume)."""
+    try:
+        if seeds is not None and seed_list is not None:
+            raise MatrixError("give either --seeds or --seed-list, not both")
+        if seeds is not None and seeds <= 0:
+            raise MatrixError(f"--seeds must be > 0, got {seeds}")
+        if jobs <= 0:
+            raise MatrixError(f"--jobs must be > 0, got {jobs}")
+        if time_limit is not None and time_limit <= 0:
+            raise MatrixError(f"--time-limit must be > 0, got {time_limit}")
+        seed_values = parse_ints(seed_list, "--seed-list") if seed_list is not None else (
+            list(range(seeds)) if seeds is not None else None
+        )
+        cells = build_cells(
+            algos=parse_list(algos, "--algos"),
+            envs=parse_list(envs, "--envs") if envs is not None else None,
+            preset_name=preset,
+            seeds=seed_values,
+            steps=steps,
+            group_sizes=parse_ints(group_sizes, "--group-sizes"),
+            sets=set_,
+        )
+    except MatrixError as err:
+        raise fail(str(err)) from None
+    out = out or Path("runs") / f"{preset}-{matrix_fingerprint(cells)}"
+    console.print(f"rlbench: {len(cells)} runs → [bold]{out}[/] (jobs={jobs})")
+    counts: dict[str, int] = {}
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        bar = progress.add_task("runs", total=len(cells))
+
+        def on_done(outcome: Outcome) -> None:
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+            if outcome.status not in ("ok", "skipped"):
+                progress.console.print(
+                    f"[yellow]{outcome.status}[/] {outcome.run_dir}: {outcome.reason}", highlight=False
+                )
+            progress.advance(bar)
+
+        outcomes = LocalExecutor(jobs, time_limit).run(cells, out, on_done)
+    print_results(out)
+    print_counts(counts)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        errors.print(f"{len(failed)} run(s) failed:")
+        for o in failed:
+            errors.print(f"  {o.run_dir}: {o.reason}", highlight=False)
+        raise typer.Exit(1)
+
+
+def print_counts(counts: dict[str, int]) -> None:
+    table = Table(title="runs")
+    for status in ("ok", "diverged", "env_nan", "failed", "skipped"):
+        table.add_column(status, justify="right")
+    table.add_row(*(str(counts.get(s, 0)) for s in ("ok", "diverged", "env_nan", "failed", "skipped")))
+    console.print(table)
+
+
+def print_results(out: Path) -> None:
+    """Per env: each algorithm's final evaluation return, wall time and gradient noise across its seeds."""
+    df = store.load_summaries(out)
+    if df.empty or "final_return" not in df:
+        return
+    done = df[df["status"].isin(["ok", "diverged", "env_nan"])]
+    for env, rows in done.groupby("env", sort=False):
+        table = Table(title=f"{env} (mean ± std over seeds)")
+        for col in ("algo", "n", "final return", "wall time (s)", "env steps/s", "grad cosine", "grad rel. var"):
+            table.add_column(col, justify="right" if col != "algo" else "left")
+        for algo, g in rows.groupby("algo", sort=False):
+            table.add_row(
+                algo,
+                str(len(g)),
+                f"{g.final_return.mean():.1f} ± {g.final_return.std(ddof=0):.1f}",
+                f"{g.wall_time_s.mean():.1f}",
+                f"{g.env_steps_per_s.mean():,.0f}",
+                f"{g.grad_cosine_mean.mean():.3f}",
+                f"{g.grad_rel_var_mean.mean():.2f}",
+            )
+        console.print(table)
+
+
+@app.command("list")
+def list_() -> None:
+    """Show algorithms, built-in envs and presets with their budgets."""
+    algos = Table(title="algorithms")
+    for col in ("name", "advantage", "policy loss", "critic", "KL β", "collect", "description"):
+        algos.add_column(col)
+    for name, cfg in PRESETS.items():
+        doc = (__import__(f"rlbench.algos.{name}", fromlist=["_"]).__doc__ or "").strip().splitlines()[0]
+        algos.add_row(name, cfg.advantage, cfg.policy_loss, "yes" if cfg.uses_critic else "no",
+                      f"{cfg.kl_coef:g}", cfg.collect, doc)
+    console.print(algos)
+    envs = Table(title="environments (env steps per run)")
+    envs.add_column("id")
+    for p in PRESETS_BY_NAME:
+        envs.add_column(p, justify="right")
+    for entry in BUILTIN_ENVS.values():
+        envs.add_row(entry.id, *(f"{entry.budgets[p]:,}" for p in PRESETS_BY_NAME))
+    console.print(envs)
+    presets = Table(title="presets")
+    for col in ("name", "default envs", "seeds", "eval episodes", "description"):
+        presets.add_column(col)
+    for p in PRESETS_BY_NAME.values():
+        presets.add_row(p.name, ", ".join(p.envs), str(p.seeds), str(p.eval_episodes), p.description)
+    console.print(presets)

@@ -1,0 +1,119 @@
+"""Executing cells: each run in its own worker process (one torch thread), failures isolated per run."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+from rlbench import store
+from rlbench.matrix import Cell
+
+
+@dataclass
+class Outcome:
+    """How one run ended: ok, diverged or env_nan (finished), failed, or skipped (finished earlier)."""
+
+    cell: Cell
+    run_dir: Path
+    status: str
+    reason: str = ""
+
+
+def execute_cell(cell_data: dict[str, Any], run_dir: str, meta: dict[str, Any]) -> None:
+    """Worker entry point: train one cell and store it; any exception is recorded as failure.json."""
+    import torch
+
+    from rlbench.train import train
+
+    torch.set_num_threads(1)
+    path = Path(run_dir)
+    cell = Cell.from_dict(cell_data)
+    try:
+        result = train(cell.algo, cell.env_id, cell.env_kwargs, cell.seed, cell.steps, cell.eval_episodes)
+        store.write_parquet(path / store.METRICS, result.metrics)
+        store.write_parquet(path / store.EVALS, result.evals)
+        store.write_json(path / store.SUMMARY, result.summary)
+    except Exception as err:
+        store.write_json(path / store.FAILURE, {
+            "status": "failed", "reason": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()
+        })
+        raise SystemExit(1) from None
+
+
+def run_config(cell: Cell, meta: dict[str, Any]) -> dict[str, Any]:
+    """config.json: the resolved cell plus provenance and the thread count the worker uses."""
+    return {**cell.to_dict(), **meta, "torch_threads": 1}
+
+
+class LocalExecutor:
+    """Runs cells in up to `jobs` worker processes; a per-run time limit kills runs that hang."""
+
+    def __init__(self, jobs: int, time_limit: float | None = None) -> None:
+        self.jobs = jobs
+        self.time_limit = time_limit
+        self.context = mp.get_context("forkserver")
+        self.context.set_forkserver_preload(["rlbench.train"])
+
+    def run(self, cells: list[Cell], out: Path, on_done: Callable[[Outcome], None]) -> list[Outcome]:
+        meta = store.provenance()
+        outcomes: list[Outcome] = []
+
+        def finish(outcome: Outcome) -> None:
+            outcomes.append(outcome)
+            on_done(outcome)
+
+        pending: deque[Cell] = deque()
+        for cell in cells:
+            if store.is_finished(cell.run_dir(out)):
+                finish(Outcome(cell, cell.run_dir(out), "skipped"))
+            else:
+                pending.append(cell)
+        running: dict[int, tuple[Any, Cell, float]] = {}
+        try:
+            while pending or running:
+                while pending and len(running) < self.jobs:
+                    cell = pending.popleft()
+                    run_dir = cell.run_dir(out)
+                    store.fresh_run_dir(run_dir)
+                    store.write_json(run_dir / store.CONFIG, run_config(cell, meta))
+                    proc = self.context.Process(target=execute_cell, args=(cell.to_dict(), str(run_dir), meta))
+                    proc.start()
+                    running[proc.sentinel] = (proc, cell, time.monotonic())
+                for sentinel in wait(list(running), timeout=0.5):
+                    proc, cell, _ = running.pop(sentinel)
+                    proc.join()
+                    finish(self._outcome(cell, cell.run_dir(out), proc.exitcode))
+                if self.time_limit is not None:
+                    now = time.monotonic()
+                    for sentinel, (proc, cell, started) in list(running.items()):
+                        if now - started > self.time_limit:
+                            proc.kill()
+                            proc.join()
+                            del running[sentinel]
+                            reason = f"timeout: exceeded the per-run limit of {self.time_limit:g} s"
+                            store.write_json(cell.run_dir(out) / store.FAILURE, {"status": "failed", "reason": reason})
+                            finish(Outcome(cell, cell.run_dir(out), "failed", reason))
+        finally:
+            for proc, _, _ in running.values():
+                proc.terminate()
+            for proc, _, _ in running.values():
+                proc.join()
+        return outcomes
+
+    @staticmethod
+    def _outcome(cell: Cell, run_dir: Path, exitcode: int | None) -> Outcome:
+        if store.is_finished(run_dir):
+            summary = store.read_json(run_dir / store.SUMMARY)
+            return Outcome(cell, run_dir, summary["status"], summary.get("reason", ""))
+        if (run_dir / store.FAILURE).is_file():
+            return Outcome(cell, run_dir, "failed", store.read_json(run_dir / store.FAILURE)["reason"])
+        reason = f"worker killed by signal {-exitcode}" if exitcode and exitcode < 0 else f"worker exited with code {exitcode}"
+        store.write_json(run_dir / store.FAILURE, {"status": "failed", "reason": reason, "exit_code": exitcode})
+        return Outcome(cell, run_dir, "failed", reason)

@@ -1,0 +1,108 @@
+"""MLP actors and critics for Gymnasium spaces (CleanRL's architecture: two tanh layers, orthogonal init)."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+SUPPORTED_OBS = "flat Box or Discrete"
+SUPPORTED_ACTIONS = "Discrete, MultiDiscrete or Box"
+
+
+def obs_dim(space: gym.Space) -> int:
+    """Input width of the network for an observation space (Discrete is one-hot encoded)."""
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return int(space.shape[0])
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n)
+    raise ValueError(f"unsupported observation space {space}; supported: {SUPPORTED_OBS}")
+
+
+def encode_obs(space: gym.Space, obs: np.ndarray) -> Tensor:
+    """A batch of raw observations [N, ...] as float32 network input [N, obs_dim]."""
+    if isinstance(space, gym.spaces.Discrete):
+        return nn.functional.one_hot(torch.as_tensor(obs, dtype=torch.long) - int(space.start), int(space.n)).float()
+    return torch.as_tensor(np.asarray(obs, dtype=np.float32))
+
+
+def _layer(n_in: int, n_out: int, std: float = math.sqrt(2)) -> nn.Linear:
+    layer = nn.Linear(n_in, n_out)
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def mlp(n_in: int, n_out: int, hidden: int, out_std: float) -> nn.Sequential:
+    """n_in → hidden → hidden → n_out with tanh, orthogonal init, output layer scaled by out_std."""
+    return nn.Sequential(
+        _layer(n_in, hidden), nn.Tanh(), _layer(hidden, hidden), nn.Tanh(), _layer(hidden, n_out, out_std)
+    )
+
+
+class MLPPolicy(nn.Module):
+    """π(a|s): categorical heads for Discrete/MultiDiscrete actions, diagonal Gaussian for Box actions."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, hidden: int) -> None:
+        super().__init__()
+        self.observation_space = observation_space
+        if isinstance(action_space, gym.spaces.Discrete):
+            self.heads = [int(action_space.n)]
+        elif isinstance(action_space, gym.spaces.MultiDiscrete) and action_space.nvec.ndim == 1:
+            self.heads = [int(n) for n in action_space.nvec]
+        elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+            self.heads = []
+        else:
+            raise ValueError(f"unsupported action space {action_space}; supported: {SUPPORTED_ACTIONS}")
+        n_out = sum(self.heads) if self.heads else int(action_space.shape[0])
+        self.net = mlp(obs_dim(observation_space), n_out, hidden, out_std=0.01)
+        self.log_std = None if self.heads else nn.Parameter(torch.zeros(n_out))
+
+    def _split_logits(self, obs: Tensor) -> list[Tensor]:
+        return [torch.log_softmax(x, dim=-1) for x in self.net(obs).split(self.heads, dim=-1)]
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, generator: torch.Generator, deterministic: bool = False) -> Tensor:
+        """Sample (or take the mode of) an action for each row of obs [N, d]; returns [N] or [N, k]."""
+        if self.log_std is not None:
+            mean = self.net(obs)
+            if deterministic:
+                return mean
+            return mean + self.log_std.exp() * torch.randn(mean.shape, generator=generator)
+        picks = []
+        for logp in self._split_logits(obs):
+            if deterministic:
+                picks.append(logp.argmax(dim=-1))
+            else:
+                picks.append(torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1))
+        return picks[0] if len(picks) == 1 else torch.stack(picks, dim=-1)
+
+    def evaluate(self, units: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(log π(a|s), entropy) for units["obs"] [B, d] and units["act"]; both [B]."""
+        obs, act = units["obs"], units["act"]
+        if self.log_std is not None:
+            mean, log_std = self.net(obs), self.log_std.expand(obs.shape[0], -1)
+            logp = -0.5 * (((act - mean) / log_std.exp()) ** 2) - log_std - 0.5 * math.log(2 * math.pi)
+            return logp.sum(-1), (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+        actions = act.unsqueeze(-1) if len(self.heads) == 1 else act
+        logp = torch.zeros(obs.shape[0])
+        entropy = torch.zeros(obs.shape[0])
+        for i, head in enumerate(self._split_logits(obs)):
+            logp = logp + head.gather(-1, actions[:, i : i + 1].long()).squeeze(-1)
+            entropy = entropy - (head.exp() * head).sum(-1)
+        return logp, entropy
+
+
+class MLPCritic(nn.Module):
+    """V(s): an MLP of the same shape as the actor, output layer std 1 (CleanRL)."""
+
+    def __init__(self, observation_space: gym.Space, hidden: int) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim(observation_space), 1, hidden, out_std=1.0)
+
+    def value(self, units: dict[str, Tensor]) -> Tensor:
+        """V(s) for units["obs"] of shape [..., d]; returns [...]."""
+        return self.net(units["obs"]).squeeze(-1)

@@ -1,0 +1,178 @@
+"""Collecting trajectories from Gymnasium vector envs into the [N streams, T steps] layout the loop consumes.
+
+Vector envs autoreset in NEXT_STEP mode: the step after an episode ends only resets that env, so it is not a
+transition. It is kept in the layout with mask 0, and the observation stored before it is the episode's final
+observation, which is exactly what V(s_{t+1}) needs at a truncation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from rlbench.algos.config import AlgoConfig
+from rlbench.policies import MLPPolicy, encode_obs
+
+
+@dataclass
+class Trajectories:
+    """One update's experience. Per-step tensors are [N, T, ...]; `mask` marks real transitions."""
+
+    inputs: dict[str, Tensor]
+    """What policy.evaluate and critic.value read (e.g. obs, act), each [N, T, ...]."""
+    rewards: Tensor
+    terminated: Tensor
+    """1 where the episode ended in a terminal state (no bootstrap)."""
+    ends: Tensor
+    """1 where the return recursion restarts: episode end (terminal or truncated) or the rollout's last step."""
+    mask: Tensor
+    last_inputs: dict[str, Tensor] | None
+    """Critic inputs for the state after the last column ([N, ...]), or None when every stream is terminal."""
+    episode_returns: list[float] = field(default_factory=list)
+    episode_lengths: list[int] = field(default_factory=list)
+    sequence_units: bool = False
+    """Minibatch whole streams (token sequences) instead of individual valid steps."""
+    extra: dict[str, float] = field(default_factory=dict)
+    """Env-specific per-update metrics (e.g. TextGen's proxy and gold rewards)."""
+
+    @property
+    def env_steps(self) -> int:
+        return int(self.mask.sum().item())
+
+    def stream_returns(self) -> Tensor:
+        """Undiscounted return of each stream, [N] (one episode per stream in `episodes` mode)."""
+        return (self.rewards * self.mask).sum(dim=1)
+
+    def units(self, per_step: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Inputs plus `per_step` [N, T] tensors as minibatch units: flat valid steps, or whole streams."""
+        merged = {**self.inputs, **per_step, "mask": self.mask}
+        if self.sequence_units:
+            return merged
+        valid = self.mask.bool()
+        return {key: value[valid] for key, value in merged.items()}
+
+
+def make_vec_env(env_id: str, num_envs: int, env_kwargs: dict, fast: bool) -> gym.vector.VectorEnv:
+    """A NEXT_STEP-autoreset vector env; `fast` uses the env's own vector implementation when it has one."""
+    spec = gym.spec(env_id)
+    mode = "vector_entry_point" if fast and spec.vector_entry_point is not None else "sync"
+    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, **env_kwargs)
+
+
+def _to_env_action(space: gym.Space, action: Tensor) -> np.ndarray:
+    array = action.numpy()
+    if isinstance(space, gym.spaces.Box):
+        return np.clip(array, space.low, space.high).astype(space.dtype)
+    return array.astype(np.int64)
+
+
+class _Recorder:
+    """Accumulates per-step arrays of a vector env and stacks them as [N, T] tensors."""
+
+    def __init__(self, num_envs: int, carry: _Recorder | None = None) -> None:
+        """`carry`: the previous update's recorder, whose unfinished episodes continue here."""
+        self.obs, self.act, self.rew, self.term, self.end, self.valid = [], [], [], [], [], []
+        self.running_return = np.zeros(num_envs) if carry is None else carry.running_return
+        self.running_length = np.zeros(num_envs, dtype=np.int64) if carry is None else carry.running_length
+        self.returns: list[float] = []
+        self.lengths: list[int] = []
+
+    def add(self, obs: Tensor, act: Tensor, rew, term, trunc, valid: np.ndarray) -> np.ndarray:
+        rew = np.where(valid, np.asarray(rew, dtype=np.float64), 0.0)
+        done = (np.asarray(term) | np.asarray(trunc)) & valid
+        self.obs.append(obs)
+        self.act.append(act)
+        self.rew.append(rew)
+        self.term.append(np.asarray(term) & valid)
+        self.end.append(done | ~valid)
+        self.valid.append(valid)
+        self.running_return += rew
+        self.running_length += valid
+        for i in np.flatnonzero(done):
+            self.returns.append(float(self.running_return[i]))
+            self.lengths.append(int(self.running_length[i]))
+            self.running_return[i] = 0.0
+            self.running_length[i] = 0
+        return done
+
+    def stack(self, last_inputs: dict[str, Tensor] | None, close_last: bool) -> Trajectories:
+        def t(rows, dtype=torch.float32):
+            return torch.as_tensor(np.stack(rows, axis=1), dtype=dtype)
+
+        ends = t(self.end)
+        if close_last:
+            ends[:, -1] = 1.0
+        return Trajectories(
+            inputs={"obs": torch.stack(self.obs, dim=1), "act": torch.stack(self.act, dim=1)},
+            rewards=t(self.rew),
+            terminated=t(self.term),
+            ends=ends,
+            mask=t(self.valid),
+            last_inputs=last_inputs,
+            episode_returns=self.returns,
+            episode_lengths=self.lengths,
+        )
+
+
+def run_episodes(
+    env: gym.vector.VectorEnv,
+    policy: MLPPolicy,
+    seeds: list[int],
+    generator: torch.Generator,
+    deterministic: bool = False,
+    max_steps: int = 100_000,
+) -> Trajectories:
+    """One whole episode per sub-env, env i reset with seeds[i]; stops when every episode has ended."""
+    raw, _ = env.reset(seed=list(seeds))
+    space = env.single_observation_space
+    finished = np.zeros(env.num_envs, dtype=bool)
+    rec = _Recorder(env.num_envs)
+    for _ in range(max_steps):
+        obs = encode_obs(space, raw)
+        act = policy.act(obs, generator, deterministic)
+        raw, rew, term, trunc, _ = env.step(_to_env_action(env.single_action_space, act))
+        finished |= rec.add(obs, act, rew, term, trunc, valid=~finished)
+        if finished.all():
+            break
+    else:
+        raise RuntimeError(f"episodes did not end within {max_steps} steps; give the env a TimeLimit")
+    return rec.stack({"obs": encode_obs(space, raw)}, close_last=False)
+
+
+class GymCollector:
+    """Collects one update's trajectories from a Gymnasium env in the mode the algorithm asks for.
+
+    `steps`: n_envs envs advance n_steps each, carrying episodes across updates (PPO-style).
+    `episodes`: n_envs start seeds, each repeated group_size times (a GRPO group), one whole episode each.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict, cfg: AlgoConfig, seed: int) -> None:
+        self.cfg = cfg
+        self.seed_rng = np.random.default_rng([seed, 1])
+        self.env = make_vec_env(env_id, cfg.streams, env_kwargs, fast=cfg.collect == "steps")
+        self.space = self.env.single_observation_space
+        if cfg.collect == "steps":
+            raw, _ = self.env.reset(seed=seed)
+            self.obs = encode_obs(self.space, raw)
+            self.after_done = np.zeros(cfg.streams, dtype=bool)
+            self.previous: _Recorder | None = None
+
+    def collect(self, policy: MLPPolicy, generator: torch.Generator) -> Trajectories:
+        if self.cfg.collect == "episodes":
+            starts = self.seed_rng.integers(0, 2**30, size=self.cfg.n_envs)
+            return run_episodes(self.env, policy, np.repeat(starts, self.cfg.group_size).tolist(), generator)
+        rec = _Recorder(self.cfg.streams, carry=self.previous)
+        for _ in range(self.cfg.n_steps):
+            act = policy.act(self.obs, generator)
+            raw, rew, term, trunc, _ = self.env.step(_to_env_action(self.env.single_action_space, act))
+            self.after_done = rec.add(self.obs, act, rew, term, trunc, valid=~self.after_done)
+            self.obs = encode_obs(self.space, raw)
+        self.previous = rec
+        return rec.stack({"obs": self.obs}, close_last=True)
+
+    def close(self) -> None:
+        self.env.close()
