@@ -29,6 +29,8 @@ from rlbench.matrix import (
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
+if not console.is_terminal:
+    console = Console(width=max(console.width, 120))
 errors = Console(stderr=True)
 
 
@@ -136,7 +138,7 @@ def print_results(out: Path) -> None:
         table = Table(title=f"{env} (mean ± std over seeds)")
         for col in ("algo", "n", "final return", "wall time (s)", "env steps/s", "grad cosine", "grad rel. var"):
             table.add_column(col, justify="right" if col != "algo" else "left")
-        for algo, g in rows.groupby("algo", sort=False):
+        for algo, g in sorted(rows.groupby("algo", sort=False), key=lambda item: algo_order(item[0])):
             table.add_row(
                 algo,
                 str(len(g)),
@@ -147,6 +149,13 @@ def print_results(out: Path) -> None:
                 f"{g.grad_rel_var_mean.mean():.2f}",
             )
         console.print(table)
+
+
+def algo_order(name: str) -> tuple[int, int, str]:
+    """Ladder order (pg, critic, ppo, ppo_kl, grpo, variants), GRPO columns by G."""
+    base, _, g = name.partition("-g")
+    names = list(PRESETS)
+    return (names.index(base) if base in names else len(names), int(g) if g.isdigit() else 0, name)
 
 
 @app.command("list")
@@ -173,3 +182,7 @@ def list_() -> None:
     for p in PRESETS_BY_NAME.values():
         presets.add_row(p.name, ", ".join(p.envs), str(p.seeds), str(p.eval_episodes), p.description)
     console.print(presets)
+
+
+if __name__ == "__main__":
+    app()
