@@ -99,6 +99,13 @@ class AlgoConfig:
             raise ValueError(f"{self.name}.max_grad_norm = {self.max_grad_norm!r}: must be > 0")
         if self.noise_splits < 2:
             raise ValueError(f"{self.name}.noise_splits = {self.noise_splits!r}: must be >= 2")
+        units = self.n_envs * self.n_steps if self.collect == "steps" else self.streams
+        for name in ("minibatches", "noise_splits"):
+            if getattr(self, name) > units:
+                raise ValueError(
+                    f"{self.name}.{name} = {getattr(self, name)}: must be <= the {units} units of a batch "
+                    f"({'n_envs × n_steps' if self.collect == 'steps' else 'n_envs × group_size episodes'})"
+                )
         if self.advantage == "group":
             if self.group_size < 2:
                 raise ValueError(f"{self.name}.group_size = {self.group_size!r}: the group advantage needs G >= 2")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,6 +16,7 @@ from rich.table import Table
 
 from rlbench import store
 from rlbench.algos import PRESETS
+from rlbench.contract import check_contract
 from rlbench.executor import LocalExecutor, Outcome
 from rlbench.matrix import (
     BUILTIN_ENVS,
@@ -23,6 +25,7 @@ from rlbench.matrix import (
     Cell,
     MatrixError,
     build_cells,
+    check_env_id,
     parse_ints,
     parse_list,
 )
@@ -61,6 +64,8 @@ def run(
     jobs: Annotated[int, typer.Option(help="Worker processes running in parallel.")] = os.cpu_count() or 1,
     out: Annotated[Optional[Path], typer.Option(help="Sweep directory [default: runs/<preset>-<matrix hash>].")] = None,
     time_limit: Annotated[Optional[float], typer.Option(help="Per-run wall-clock limit in seconds.")] = None,
+    env_kwargs: Annotated[Optional[str], typer.Option(help='JSON keyword arguments for the envs, e.g. \'{"size": 8}\'.')] = None,
+    force_new: Annotated[bool, typer.Option(help="Discard runs in --out that were made with a different config.")] = False,
 ) -> None:
     """Run a matrix of algorithms × envs × seeds; finished runs in the sweep directory are skipped (resume)."""
     try:
@@ -83,34 +88,26 @@ def run(
             steps=steps,
             group_sizes=parse_ints(group_sizes, "--group-sizes"),
             sets=set_,
+            env_kwargs=parse_env_kwargs(env_kwargs),
         )
+        problems = contract_problems(cells)
+        if problems:
+            raise MatrixError("environment contract failed:\n" + "\n".join(problems))
     except MatrixError as err:
         raise fail(str(err)) from None
     out = out or Path("runs") / f"{preset}-{matrix_fingerprint(cells)}"
-    console.print(f"rlbench: {len(cells)} runs → [bold]{out}[/] (jobs={jobs})")
-    counts: dict[str, int] = {}
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        bar = progress.add_task("runs", total=len(cells))
-
-        def on_done(outcome: Outcome) -> None:
-            counts[outcome.status] = counts.get(outcome.status, 0) + 1
-            if outcome.status not in ("ok", "skipped"):
-                progress.console.print(
-                    f"[yellow]{outcome.status}[/] {outcome.run_dir}: {outcome.reason}", highlight=False
-                )
-            progress.advance(bar)
-
-        outcomes = LocalExecutor(jobs, time_limit).run(cells, out, on_done)
+    try:
+        lock = store.lock_sweep(out)
+    except store.SweepError as err:
+        raise fail(str(err)) from None
+    try:
+        outcomes = run_locked(cells, out, jobs, time_limit, force_new)
+    finally:
+        lock.close()
     print_results(out)
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
     print_counts(counts)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
@@ -118,6 +115,59 @@ def run(
         for o in failed:
             errors.print(f"  {o.run_dir}: {o.reason}", highlight=False)
         raise typer.Exit(1)
+
+
+def run_locked(cells: list[Cell], out: Path, jobs: int, time_limit: float | None, force_new: bool) -> list[Outcome]:
+    """With the sweep directory locked: refuse conflicting configs, run the cells under a progress bar."""
+    conflicts = store.conflicting_runs(out, [c.to_dict() for c in cells], [c.run_dir(out) for c in cells])
+    if conflicts and not force_new:
+        shown = "\n  ".join(map(str, conflicts[:5])) + ("\n  …" if len(conflicts) > 5 else "")
+        raise fail(f"{len(conflicts)} run(s) in {out} were made with a different config:\n  {shown}\n"
+                   "use a new --out, or --force-new to discard them and start again")
+    for run_dir in conflicts:
+        shutil.rmtree(run_dir)
+    store.write_json(out / "sweep.json", {"fingerprint": matrix_fingerprint(cells), "cells": [c.to_dict() for c in cells]})
+    console.print(f"rlbench: {len(cells)} runs → [bold]{out}[/] (jobs={jobs})")
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("runs", total=len(cells))
+
+        def on_done(outcome: Outcome) -> None:
+            if outcome.status not in ("ok", "skipped"):
+                progress.console.print(f"[yellow]{outcome.status}[/] {outcome.run_dir}: {outcome.reason}", highlight=False)
+            progress.advance(bar)
+
+        try:
+            return LocalExecutor(jobs, time_limit).run(cells, out, on_done)
+        except OSError as err:
+            raise fail(f"cannot write to {out}: {err}; finished runs there are kept") from None
+
+
+def contract_problems(cells: list[Cell]) -> list[str]:
+    """Each env of the matrix against rlbench's contract (seeded resets only where a group algorithm runs)."""
+    problems = []
+    needs = {}
+    for cell in cells:
+        key = (cell.env_id, json.dumps(cell.env_kwargs, sort_keys=True))
+        needs[key] = needs.get(key, False) or cell.algo.advantage == "group"
+    for (env_id, kwargs), seeded in needs.items():
+        for check in check_contract(env_id, json.loads(kwargs), seeded_reset=seeded):
+            if not check.ok:
+                problems.append(f"  {env_id}: {check.name}: {check.detail}")
+    return problems
+
+
+def parse_env_kwargs(text: str | None) -> dict:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise MatrixError(f"--env-kwargs {text!r} is not valid JSON ({err.msg})") from None
+    if not isinstance(value, dict):
+        raise MatrixError(f"--env-kwargs must be a JSON object like '{{\"size\": 8}}', got {text!r}")
+    return value
 
 
 def print_counts(counts: dict[str, int]) -> None:
@@ -156,6 +206,29 @@ def algo_order(name: str) -> tuple[int, int, str]:
     base, _, g = name.partition("-g")
     names = list(PRESETS)
     return (names.index(base) if base in names else len(names), int(g) if g.isdigit() else 0, name)
+
+
+@app.command("check-env")
+def check_env_cmd(
+    env_id: Annotated[str, typer.Argument(help="A Gymnasium id, e.g. CartPole-v1 or mypkg.envs:Thing-v0.")],
+    env_kwargs: Annotated[Optional[str], typer.Option(help="JSON keyword arguments for the env.")] = None,
+) -> None:
+    """Check an environment against Gymnasium's checker and rlbench's contract; exit 1 if any check fails."""
+    try:
+        kwargs = parse_env_kwargs(env_kwargs)
+        check_env_id(env_id)
+    except MatrixError as err:
+        raise fail(str(err)) from None
+    table = Table(title=f"check-env {env_id}")
+    for col in ("check", "verdict", "detail"):
+        table.add_column(col)
+    checks = check_contract(env_id, kwargs, seeded_reset=True)
+    for check in checks:
+        verdict = "[green]pass[/]" if check.ok else "[bold red]FAIL[/]"
+        table.add_row(check.name, verdict, check.detail)
+    console.print(table)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
 
 
 @app.command("list")

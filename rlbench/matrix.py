@@ -197,6 +197,7 @@ def build_cells(
     steps: int | None,
     group_sizes: list[int],
     sets: list[str],
+    env_kwargs: dict[str, Any] | None = None,
 ) -> list[Cell]:
     """Expand the user's choices into validated cells; raises MatrixError naming the first bad value."""
     if preset_name not in PRESETS_BY_NAME:
@@ -234,7 +235,7 @@ def build_cells(
             except (ValueError, TypeError) as err:
                 raise MatrixError(f"invalid setting for {cfg.name}: {err}") from None
             for seed in seeds:
-                cells.append(Cell(resolved, env_id, seed, budget, preset.eval_episodes))
+                cells.append(Cell(resolved, env_id, seed, budget, preset.eval_episodes, dict(env_kwargs or {})))
     return cells
 
 

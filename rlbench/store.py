@@ -107,3 +107,36 @@ def load_summaries(out: Path) -> pd.DataFrame:
             row["status"] = "unfinished"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+class SweepError(RuntimeError):
+    """The sweep directory cannot be used: locked by another sweep, unwritable, or holding other configs."""
+
+
+def lock_sweep(out: Path):
+    """Create `out` and take an exclusive lock on it for this process's lifetime (released when it exits)."""
+    import fcntl
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / ".lock", "a+")
+    except OSError as err:
+        raise SweepError(f"cannot write to the sweep directory {out}: {err.strerror or err}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise SweepError(f"another rlbench run is writing to {out}; wait for it or choose another --out") from None
+    return handle
+
+
+def conflicting_runs(out: Path, cells: list[dict[str, Any]], run_dirs: list[Path]) -> list[Path]:
+    """Run directories whose recorded config differs from the one this sweep would run there."""
+    conflicts = []
+    for cell, run_dir in zip(cells, run_dirs):
+        path = run_dir / CONFIG
+        if path.is_file():
+            recorded = read_json(path)
+            if {k: recorded.get(k) for k in cell} != _clean(cell):
+                conflicts.append(run_dir)
+    return conflicts

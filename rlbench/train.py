@@ -180,10 +180,16 @@ class Trainer:
 
 
 def _check_env_output(traj: Trajectories, env_steps: int) -> None:
+    """Raise env_nan naming the first env step (counted over the run) with a non-finite reward or input."""
+    valid = traj.mask.bool()
     for name, tensor in [("reward", traj.rewards), *traj.inputs.items()]:
-        if tensor.is_floating_point() and not torch.isfinite(tensor[traj.mask.bool()]).all():
-            raise RunFault("env_nan", f"non-finite {name} from the environment within env steps "
-                           f"{env_steps}–{env_steps + traj.env_steps}")
+        if not tensor.is_floating_point():
+            continue
+        bad = ~torch.isfinite(tensor.reshape(*valid.shape, -1)).all(dim=-1) & valid
+        if bad.any():
+            t = int(bad.any(dim=0).nonzero()[0])
+            step = env_steps + int(valid[:, :t].sum()) + int(valid[:, t][: int(bad[:, t].nonzero()[0]) + 1].sum())
+            raise RunFault("env_nan", f"non-finite {name} from the environment at env step {step}")
 
 
 def train(
@@ -232,6 +238,8 @@ def train(
                 evals.append({"update": update, "env_steps": env_steps, **task.evaluate(task.policy)})
     except RunFault as fault:
         status, reason = fault.status, str(fault)
+        if fault.status == "diverged":
+            reason += f" in update {update + 1} (after {env_steps} env steps)"
     finally:
         task.collector.close()
     wall = time.perf_counter() - start

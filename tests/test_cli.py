@@ -47,3 +47,48 @@ def test_list_shows_algorithms_envs_and_presets():
     for word in ("pg", "critic", "ppo", "ppo_kl", "grpo", "CartPole-v1", "Acrobot-v1", "smoke", "quick", "full",
                  "100,000"):
         assert word in result.output
+
+
+def test_check_env_passes_a_good_env():
+    result = runner.invoke(app, ["check-env", "CartPole-v1"])
+    assert result.exit_code == 0, result.output
+    assert "seeded reset reproducible" in result.output and "FAIL" not in result.output
+
+
+def test_a_locked_sweep_directory_is_refused(tmp_path):
+    from rlbench import store
+
+    handle = store.lock_sweep(tmp_path)
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "rlbench.cli", "run", "--preset", "smoke", "--algos", "pg",
+                             "--envs", "CartPole-v1", "--seeds", "1", "--out", str(tmp_path)],
+                            capture_output=True, text=True)
+    handle.close()
+    assert result.returncode == 2
+    assert "another rlbench run is writing" in result.stderr
+    assert not (tmp_path / "CartPole-v1").exists()
+
+
+def test_resuming_with_a_different_config_is_refused_unless_forced(tmp_path):
+    args = ["run", "--preset", "smoke", "--algos", "pg", "--envs", "CartPole-v1", "--seeds", "1", "--steps", "300",
+            "--out", str(tmp_path)]
+    assert runner.invoke(app, args).exit_code == 0
+    summary = tmp_path / "CartPole-v1" / "pg" / "seed0" / "summary.json"
+    before = summary.read_text()
+    refused = runner.invoke(app, [*args, "--set", "pg.lr=0.01"])
+    assert refused.exit_code == 2 and "different config" in refused.output
+    assert summary.read_text() == before
+    forced = runner.invoke(app, [*args, "--set", "pg.lr=0.01", "--force-new"])
+    assert forced.exit_code == 0, forced.output
+    assert '"lr": 0.01' in (summary.parent / "config.json").read_text()
+
+
+def test_an_output_path_that_is_a_file_is_a_clear_error(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("not a directory")
+    result = runner.invoke(app, ["run", "--preset", "smoke", "--algos", "pg", "--envs", "CartPole-v1",
+                                 "--seeds", "1", "--out", str(target / "sweep")])
+    assert result.exit_code == 2
+    assert "cannot write to the sweep directory" in " ".join(result.output.split())
