@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ import gymnasium as gym
 
 from rlbench.algos import PRESETS, AlgoConfig
 from rlbench.algos.config import FIELDS
+from rlbench.rollout import env_spec
 
 PRESET_NAMES = ("smoke", "quick", "full")
 
@@ -177,11 +177,8 @@ def resolve_envs(names: list[str], preset: Preset) -> list[str]:
 
 def check_env_id(env_id: str) -> None:
     """Raise MatrixError unless env_id is a registered Gymnasium id (importing `module:` prefixes)."""
-    module, _, name = env_id.rpartition(":")
     try:
-        if module:
-            importlib.import_module(module)
-        gym.spec(name)
+        env_spec(env_id)
     except (ImportError, gym.error.Error) as err:
         builtin = ", ".join(BUILTIN_ENVS)
         raise MatrixError(

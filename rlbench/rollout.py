@@ -7,6 +7,7 @@ observation, which is exactly what V(s_{t+1}) needs at a truncation.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -56,9 +57,17 @@ class Trajectories:
         return {key: value[valid] for key, value in merged.items()}
 
 
+def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """The registered spec of `id` or `module:id` (Gymnasium's syntax: importing the module registers the id)."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        importlib.import_module(module)
+    return gym.spec(name)
+
+
 def make_vec_env(env_id: str, num_envs: int, env_kwargs: dict, fast: bool) -> gym.vector.VectorEnv:
     """A NEXT_STEP-autoreset vector env; `fast` uses the env's own vector implementation when it has one."""
-    spec = gym.spec(env_id)
+    spec = env_spec(env_id)
     mode = "vector_entry_point" if fast and spec.vector_entry_point is not None else "sync"
     return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, **env_kwargs)
 

@@ -13,6 +13,7 @@ import torch
 from rlbench.algos import PRESETS
 from rlbench.algos import advantages as A
 from rlbench.algos import losses as L
+
 from rlbench.metrics import explained_variance, gradient_noise
 from rlbench.rollout import Trajectories
 from rlbench.train import estimate_advantages
@@ -58,15 +59,16 @@ def _gae_example() -> dict[str, torch.Tensor]:
     """Two streams of 3 steps, γ = 0.9.
 
     Stream 0: terminal at t=1 (next value 7 must be ignored), a new episode at t=2 cut by the rollout end
-    (bootstrap from V = 4). Stream 1: truncated at t=1 (bootstrap from V(final obs) = 5), then cut at t=2 (V = 1).
+    (bootstrap from V = 4). Stream 1: truncated at t=1 (bootstrap from V(final obs) = 5), then cut at t=2
+    (V = 1).
     """
-    return dict(
-        rewards=t([[1.0, 2.0, 3.0], [0.0, 1.0, 1.0]]),
-        values=t([[0.5, 1.0, 2.0], [1.0, 2.0, 0.5]]),
-        next_values=t([[1.0, 7.0, 4.0], [2.0, 5.0, 1.0]]),
-        terminated=t([[0, 1, 0], [0, 0, 0]]),
-        ends=t([[0, 1, 1], [0, 1, 1]]),
-    )
+    return {
+        "rewards": t([[1.0, 2.0, 3.0], [0.0, 1.0, 1.0]]),
+        "values": t([[0.5, 1.0, 2.0], [1.0, 2.0, 0.5]]),
+        "next_values": t([[1.0, 7.0, 4.0], [2.0, 5.0, 1.0]]),
+        "terminated": t([[0, 1, 0], [0, 0, 0]]),
+        "ends": t([[0, 1, 1], [0, 1, 1]]),
+    }
 
 
 # δ_t = r_t + γ·V' ·(1 − term) − V:
@@ -109,7 +111,7 @@ SQRT_14_3 = math.sqrt(14.0 / 3.0)  # sample std of (1, 2, 3, 6): mean 3, squares
 
 def test_group_zscore_and_all_equal_group() -> None:
     adv, frac = A.group_relative(t([1.0, 2.0, 3.0, 6.0, 5.0, 5.0, 5.0, 5.0]), group_size=4)
-    # Group 0: (R − 3)/std = (−2, −1, 0, 3)/√(14/3); group 1 all equal → 0 (not 0/0) and counted: 1 of 2 groups.
+    # Group 0: (R − 3)/std = (−2, −1, 0, 3)/√(14/3); group 1 all equal → 0 (not 0/0) and counted: 1 of 2.
     close(adv, [-2 / SQRT_14_3, -1 / SQRT_14_3, 0.0, 3 / SQRT_14_3, 0.0, 0.0, 0.0, 0.0])
     assert frac == pytest.approx(0.5)
 
@@ -154,7 +156,7 @@ def test_group_size_must_divide_the_batch() -> None:
 
 
 def test_group_outcome_supervision_broadcasts_to_every_step() -> None:
-    """GRPO gives every step of rollout i the group advantage of its total (undiscounted, valid-step) return."""
+    """GRPO gives every step of rollout i the group advantage of its total (undiscounted, valid) return."""
     cfg = PRESETS["grpo"].replace(group_size=2, scale_rewards="none")
     traj = Trajectories(
         inputs={},
@@ -228,7 +230,7 @@ def test_clipped_surrogate_symmetric(ratio: float, adv: float, loss: float, grad
 
 def test_clipped_surrogate_asymmetric_and_unclipped() -> None:
     # DAPO ε_low = .2, ε_high = .28: range [0.8, 1.28].
-    assert _surrogate(1.25, 1.0, 0.2, 0.28) == pytest.approx((-1.25, -1.25))  # inside 1.28 (clipped at 1.2 if sym.)
+    assert _surrogate(1.25, 1.0, 0.2, 0.28) == pytest.approx((-1.25, -1.25))  # inside 1.28 (sym.: clipped)
     assert _surrogate(1.25, 1.0, 0.2) == pytest.approx((-1.2, 0.0))
     assert _surrogate(1.5, 1.0, 0.2, 0.28) == pytest.approx((-1.28, 0.0))  # min(1.5, 1.28)
     assert _surrogate(0.5, -1.0, 0.2, 0.28) == pytest.approx((0.8, 0.0))  # the low side still uses ε_low
@@ -240,7 +242,8 @@ def test_clipped_surrogate_asymmetric_and_unclipped() -> None:
 def test_clipped_surrogate_masks_and_averages() -> None:
     logp, old = t([math.log(1.1), math.log(1.5), 0.0]), t([0.0, 0.0, 0.0])
     # Per step (ε = .2, A = 1, 1, 5): −1.1, −1.2, masked → mean over 2 = −1.15.
-    assert L.clipped_surrogate(logp, old, t([1.0, 1.0, 5.0]), t([1, 1, 0]), 0.2, None).item() == pytest.approx(-1.15)
+    loss = L.clipped_surrogate(logp, old, t([1.0, 1.0, 5.0]), t([1, 1, 0]), 0.2, None)
+    assert loss.item() == pytest.approx(-1.15)
 
 
 def test_value_loss() -> None:
@@ -306,6 +309,6 @@ def test_explained_variance() -> None:
     assert explained_variance(torch.zeros(4, dtype=torch.float64), targets) == pytest.approx(0.0)
     # Residual (0, 0, 0, −1): var = (3·.25² + .75²)/3 = .25; Var(targets) = 5/3 → 1 − .25/(5/3) = 0.85.
     assert explained_variance(t([1.0, 2.0, 3.0, 5.0]), targets) == pytest.approx(0.85)
-    # A critic worse than a constant is negative: residual (−1, 1, −1, 1)·2 has var 16/3 → 1 − (16/3)/(5/3) = −2.2.
+    # Worse than a constant is negative: residual (−2, 2, −2, 2) has var 16/3 → 1 − (16/3)/(5/3) = −2.2.
     assert explained_variance(targets + t([2.0, -2.0, 2.0, -2.0]), targets) == pytest.approx(-2.2)
     assert math.isnan(explained_variance(t([1.0, 2.0]), t([3.0, 3.0])))
