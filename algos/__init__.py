@@ -8,16 +8,18 @@ import pkgutil
 from rlbench.algos.config import AlgoConfig
 
 
-def _discover() -> dict[str, AlgoConfig]:
-    presets = {}
+def _discover() -> tuple[dict[str, AlgoConfig], dict[str, str]]:
+    presets, descriptions = {}, {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        preset = getattr(importlib.import_module(f"{__name__}.{info.name}"), "PRESET", None)
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        preset = getattr(module, "PRESET", None)
         if isinstance(preset, AlgoConfig):
             presets[preset.name] = preset
-    return presets
+            descriptions[preset.name] = (module.__doc__ or "").strip().split("\n")[0]
+    return presets, descriptions
 
 
-PRESETS: dict[str, AlgoConfig] = _discover()
+PRESETS, DESCRIPTIONS = _discover()
 """Name → preset, in the order `rlbench list` shows them (the ladder first, variants after)."""
 
 LADDER: tuple[str, ...] = ("pg", "critic", "ppo", "ppo_kl", "grpo")
@@ -25,4 +27,4 @@ LADDER: tuple[str, ...] = ("pg", "critic", "ppo", "ppo_kl", "grpo")
 
 PRESETS = {name: PRESETS[name] for name in LADDER} | {k: v for k, v in PRESETS.items() if k not in LADDER}
 
-__all__ = ["AlgoConfig", "LADDER", "PRESETS"]
+__all__ = ["AlgoConfig", "DESCRIPTIONS", "LADDER", "PRESETS"]

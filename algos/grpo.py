@@ -11,4 +11,5 @@ PRESET = AlgoConfig(
     group_size=8,
     kl_coef=0.04,
     norm_adv=False,
+    loss_agg="sequence",
 )

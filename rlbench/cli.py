@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rlbench import store
-from rlbench.algos import PRESETS
+from rlbench.algos import DESCRIPTIONS, LADDER, PRESETS
 from rlbench.contract import check_contract
 from rlbench.executor import LocalExecutor, Outcome
 from rlbench.matrix import (
@@ -26,6 +26,10 @@ from rlbench.matrix import (
     MatrixError,
     build_cells,
     check_env_id,
+    get_preset,
+    load_matrix_file,
+    parse_set,
+    resolve_envs,
     parse_ints,
     parse_list,
 )
@@ -51,24 +55,24 @@ def matrix_fingerprint(cells: list[Cell]) -> str:
 
 @app.command()
 def run(
-    algos: Annotated[str, typer.Option(help="Comma-separated algorithm names, or 'all'.")] = "all",
+    algos: Annotated[Optional[str], typer.Option(help="Comma-separated algorithm names, or 'all' (the ladder) [default: all].")] = None,
     envs: Annotated[Optional[str], typer.Option(help="Comma-separated env ids, 'classic' or 'all' [default: the preset's].")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Number of seeds (0..N-1) [default: the preset's].")] = None,
     seed_list: Annotated[Optional[str], typer.Option(help="Explicit comma-separated seeds, e.g. 3,7,11.")] = None,
-    preset: Annotated[str, typer.Option(help="Budget preset: smoke, quick or full.")] = "quick",
+    preset: Annotated[Optional[str], typer.Option(help="Budget preset: smoke, quick or full [default: quick].")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Env-step budget per run, overriding the preset.")] = None,
-    group_sizes: Annotated[str, typer.Option(help="GRPO group sizes G; one matrix column per G.")] = ",".join(
-        map(str, DEFAULT_GROUP_SIZES)
-    ),
+    group_sizes: Annotated[Optional[str], typer.Option(help="GRPO group sizes G, one matrix column per G [default: 2,4,8,16].")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a setting: [ALGO.]FIELD=VALUE (repeatable).")] = [],
+    matrix: Annotated[Optional[Path], typer.Option(help="TOML matrix file; flags given on the command line override it.")] = None,
+    env_kwargs: Annotated[Optional[str], typer.Option(help='JSON keyword arguments for the envs, e.g. \'{"size": 8}\'.')] = None,
     jobs: Annotated[int, typer.Option(help="Worker processes running in parallel.")] = os.cpu_count() or 1,
     out: Annotated[Optional[Path], typer.Option(help="Sweep directory [default: runs/<preset>-<matrix hash>].")] = None,
     time_limit: Annotated[Optional[float], typer.Option(help="Per-run wall-clock limit in seconds.")] = None,
-    env_kwargs: Annotated[Optional[str], typer.Option(help='JSON keyword arguments for the envs, e.g. \'{"size": 8}\'.')] = None,
     force_new: Annotated[bool, typer.Option(help="Discard runs in --out that were made with a different config.")] = False,
 ) -> None:
     """Run a matrix of algorithms × envs × seeds; finished runs in the sweep directory are skipped (resume)."""
     try:
+        spec = load_matrix_file(matrix) if matrix is not None else {}
         if seeds is not None and seed_list is not None:
             raise MatrixError("give either --seeds or --seed-list, not both")
         if seeds is not None and seeds <= 0:
@@ -77,18 +81,31 @@ def run(
             raise MatrixError(f"--jobs must be > 0, got {jobs}")
         if time_limit is not None and time_limit <= 0:
             raise MatrixError(f"--time-limit must be > 0, got {time_limit}")
-        seed_values = parse_ints(seed_list, "--seed-list") if seed_list is not None else (
-            list(range(seeds)) if seeds is not None else None
-        )
+        if seed_list is not None:
+            seed_values = parse_ints(seed_list, "--seed-list")
+        elif seeds is not None:
+            seed_values = list(range(seeds))
+        elif "seed_list" in spec:
+            seed_values = list(spec["seed_list"])
+        else:
+            seed_values = list(range(spec["seeds"])) if "seeds" in spec else None
+        preset = preset or spec.get("preset", "quick")
+        if envs is not None:
+            env_requests = resolve_envs(parse_list(envs, "--envs"), parse_env_kwargs(env_kwargs))
+        elif "envs" in spec:
+            env_requests = spec["envs"]
+        else:
+            env_requests = resolve_envs(list(get_preset(preset).envs), parse_env_kwargs(env_kwargs))
         cells = build_cells(
-            algos=parse_list(algos, "--algos"),
-            envs=parse_list(envs, "--envs") if envs is not None else None,
+            algos=parse_list(algos, "--algos") if algos is not None else list(spec.get("algos", ["all"])),
+            envs=env_requests,
             preset_name=preset,
             seeds=seed_values,
-            steps=steps,
-            group_sizes=parse_ints(group_sizes, "--group-sizes"),
-            sets=set_,
-            env_kwargs=parse_env_kwargs(env_kwargs),
+            steps=steps if steps is not None else spec.get("steps"),
+            group_sizes=parse_ints(group_sizes, "--group-sizes") if group_sizes is not None else list(
+                spec.get("group_sizes", DEFAULT_GROUP_SIZES)
+            ),
+            sets=spec.get("set", []) + [parse_set(item) for item in set_],
         )
         problems = contract_problems(cells)
         if problems:
@@ -235,12 +252,11 @@ def check_env_cmd(
 def list_() -> None:
     """Show algorithms, built-in envs and presets with their budgets."""
     algos = Table(title="algorithms")
-    for col in ("name", "advantage", "policy loss", "critic", "KL β", "collect", "description"):
+    for col in ("name", "in all", "advantage", "policy loss", "critic", "KL β", "collect", "description"):
         algos.add_column(col)
     for name, cfg in PRESETS.items():
-        doc = (__import__(f"rlbench.algos.{name}", fromlist=["_"]).__doc__ or "").strip().splitlines()[0]
-        algos.add_row(name, cfg.advantage, cfg.policy_loss, "yes" if cfg.uses_critic else "no",
-                      f"{cfg.kl_coef:g}", cfg.collect, doc)
+        algos.add_row(name, "yes" if name in LADDER else "", cfg.advantage, cfg.policy_loss,
+                      "yes" if cfg.uses_critic else "no", f"{cfg.kl_coef:g}", cfg.collect, DESCRIPTIONS[name])
     console.print(algos)
     envs = Table(title="environments (env steps per run)")
     envs.add_column("id")

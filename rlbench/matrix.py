@@ -10,7 +10,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from rlbench.algos import PRESETS, AlgoConfig
+from rlbench.algos import LADDER, PRESETS, AlgoConfig
 from rlbench.algos.config import FIELDS
 from rlbench.rollout import env_spec
 
@@ -62,6 +62,12 @@ PRESETS_BY_NAME: dict[str, Preset] = {
 }
 
 DEFAULT_GROUP_SIZES = (2, 4, 8, 16)
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS_BY_NAME:
+        raise MatrixError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS_BY_NAME)}")
+    return PRESETS_BY_NAME[name]
 
 
 def env_slug(env_id: str) -> str:
@@ -134,34 +140,48 @@ def parse_value(text: str) -> Any:
     return value if isinstance(value, (int, float)) else text.strip()
 
 
-def parse_sets(items: list[str], algo_names: list[str]) -> dict[str | None, dict[str, Any]]:
-    """`[ALGO.]FIELD=VALUE` items → {algo or None (= every algorithm): {field: value}}."""
+def parse_set(item: str) -> tuple[str, Any]:
+    """`[ALGO.]FIELD=VALUE` → (key, value)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise MatrixError(f"malformed --set {item!r}: expected [ALGO.]FIELD=VALUE, e.g. grpo.kl_coef=0")
+    return key.strip(), parse_value(value)
+
+
+def group_overrides(pairs: list[tuple[str, Any]], algo_names: list[str]) -> dict[str | None, dict[str, Any]]:
+    """(`[ALGO.]FIELD`, value) pairs → {algo or None (= every algorithm): {field: value}}, names checked."""
     out: dict[str | None, dict[str, Any]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise MatrixError(f"malformed --set {item!r}: expected [ALGO.]FIELD=VALUE, e.g. grpo.kl_coef=0")
-        target, _, name = key.strip().rpartition(".")
+    for key, value in pairs:
+        target, _, name = key.rpartition(".")
         if target and target not in algo_names:
-            raise MatrixError(f"--set {item!r}: unknown algorithm {target!r}; allowed: {', '.join(algo_names)}")
+            raise MatrixError(f"setting {key!r}: unknown algorithm {target!r}; allowed: {', '.join(algo_names)}")
         if name not in FIELDS or name == "name":
             allowed = ", ".join(f for f in FIELDS if f != "name")
-            raise MatrixError(f"--set {item!r}: unknown setting {name!r}; allowed: {allowed}")
-        out.setdefault(target or None, {})[name] = parse_value(value)
+            raise MatrixError(f"setting {key!r}: unknown field {name!r}; allowed: {allowed}")
+        out.setdefault(target or None, {})[name] = value
     return out
 
 
 def resolve_algos(names: list[str]) -> list[str]:
     if names == ["all"]:
-        return list(PRESETS)
+        return list(LADDER)
     unknown = [n for n in names if n not in PRESETS]
     if unknown:
-        raise MatrixError(f"unknown algorithm(s) {unknown}; allowed: {', '.join(PRESETS)}, or all")
+        raise MatrixError(f"unknown algorithm(s) {unknown}; allowed: {', '.join(PRESETS)}, or all (the ladder)")
     return names
 
 
-def resolve_envs(names: list[str], preset: Preset) -> list[str]:
-    """Env names, `classic` or `all` → Gymnasium ids, each checked to be registered and supported."""
+@dataclass(frozen=True)
+class EnvRequest:
+    """An env as the user asked for it: id, constructor kwargs, and an optional budget of its own."""
+
+    id: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    steps: int | None = None
+
+
+def resolve_envs(names: list[str], kwargs: dict[str, Any] | None = None) -> list[EnvRequest]:
+    """Env names, `classic` or `all` → requests for checked Gymnasium ids, all with the same kwargs."""
     ids: list[str] = []
     for name in names:
         if name == "classic":
@@ -170,9 +190,7 @@ def resolve_envs(names: list[str], preset: Preset) -> list[str]:
             ids += list(BUILTIN_ENVS)
         else:
             ids.append(name)
-    for env_id in ids:
-        check_env_id(env_id)
-    return list(dict.fromkeys(ids))
+    return [EnvRequest(env_id, dict(kwargs or {})) for env_id in dict.fromkeys(ids)]
 
 
 def check_env_id(env_id: str) -> None:
@@ -188,20 +206,25 @@ def check_env_id(env_id: str) -> None:
 
 def build_cells(
     algos: list[str],
-    envs: list[str] | None,
+    envs: list[EnvRequest] | None,
     preset_name: str,
     seeds: list[int] | None,
     steps: int | None,
     group_sizes: list[int],
-    sets: list[str],
-    env_kwargs: dict[str, Any] | None = None,
+    sets: list[tuple[str, Any]],
 ) -> list[Cell]:
-    """Expand the user's choices into validated cells; raises MatrixError naming the first bad value."""
-    if preset_name not in PRESETS_BY_NAME:
-        raise MatrixError(f"unknown preset {preset_name!r}; allowed: {', '.join(PRESETS_BY_NAME)}")
-    preset = PRESETS_BY_NAME[preset_name]
+    """Expand the user's choices into validated cells; raises MatrixError naming the first bad value.
+
+    Budget per env: `steps`, else the env request's own, else the preset's. Settings apply in order: the env's
+    built-in overrides, then `sets` (`FIELD` for every algorithm, `ALGO.FIELD`, `ALGO-gG.FIELD`).
+    """
+    preset = get_preset(preset_name)
     algo_names = resolve_algos(algos)
-    env_ids = resolve_envs(envs or list(preset.envs), preset)
+    requests = envs if envs is not None else resolve_envs(list(preset.envs))
+    for request in requests:
+        check_env_id(request.id)
+        if request.steps is not None and request.steps <= 0:
+            raise MatrixError(f"steps for {request.id} must be > 0, got {request.steps}")
     seeds = list(range(preset.seeds)) if seeds is None else seeds
     if not seeds or any(s < 0 for s in seeds):
         raise MatrixError(f"seeds must be non-negative integers, got {seeds}")
@@ -218,24 +241,70 @@ def build_cells(
             columns += [(name, base.replace(name=f"{name}-g{g}", group_size=g)) for g in group_sizes]
         else:
             columns.append((name, base))
-    overrides = parse_sets(sets, algo_names + [c.name for _, c in columns])
+    names = algo_names + [c.name for _, c in columns]
+    overrides = group_overrides(sets, names)
 
     cells = []
-    for env_id in env_ids:
-        entry = BUILTIN_ENVS.get(env_id)
-        budget = steps or (entry.budgets[preset.name] if entry else _custom_budget(preset.name))
+    for request in requests:
+        entry = BUILTIN_ENVS.get(request.id)
+        budget = steps or request.steps or (entry.budgets if entry else _custom_budgets())[preset.name]
+        env_overrides = group_overrides(list(entry.algo_overrides.items()) if entry else [], list(PRESETS) + names)
         for family, cfg in columns:
-            changes = {**(entry.algo_overrides if entry else {}), **overrides.get(None, {}),
-                       **overrides.get(family, {}), **overrides.get(cfg.name, {})}
+            changes = {}
+            for level in (env_overrides, overrides):
+                changes.update({**level.get(None, {}), **level.get(family, {}), **level.get(cfg.name, {})})
             try:
                 resolved = cfg.replace(**changes)
             except (ValueError, TypeError) as err:
                 raise MatrixError(f"invalid setting for {cfg.name}: {err}") from None
             for seed in seeds:
-                cells.append(Cell(resolved, env_id, seed, budget, preset.eval_episodes, dict(env_kwargs or {})))
+                cells.append(Cell(resolved, request.id, seed, budget, preset.eval_episodes, dict(request.kwargs)))
     return cells
 
 
-def _custom_budget(preset: str) -> int:
-    """Budget for an env without a built-in entry: CartPole's."""
-    return BUILTIN_ENVS["CartPole-v1"].budgets[preset]
+def _custom_budgets() -> dict[str, int]:
+    """Budgets for an env without a built-in entry: CartPole's."""
+    return BUILTIN_ENVS["CartPole-v1"].budgets
+
+
+MATRIX_KEYS = {"preset", "algos", "envs", "seeds", "seed_list", "steps", "group_sizes", "set"}
+ENV_KEYS = {"id", "kwargs", "steps"}
+
+
+def load_matrix_file(path: Path) -> dict[str, Any]:
+    """A TOML matrix file as run options (keys as in MATRIX_KEYS); `envs` entries become EnvRequests."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as err:
+        raise MatrixError(f"cannot read matrix file {path}: {err.strerror or err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise MatrixError(f"matrix file {path} is not valid TOML: {err}") from None
+    unknown = sorted(set(data) - MATRIX_KEYS)
+    if unknown:
+        raise MatrixError(f"matrix file {path}: unknown key(s) {unknown}; allowed: {', '.join(sorted(MATRIX_KEYS))}")
+    if "envs" in data:
+        requests = []
+        for item in data["envs"]:
+            item = {"id": item} if isinstance(item, str) else item
+            bad = sorted(set(item) - ENV_KEYS) if isinstance(item, dict) else ["(not a table)"]
+            if bad or "id" not in item:
+                raise MatrixError(f"matrix file {path}: env entry {item!r} needs `id` and allows {sorted(ENV_KEYS)}")
+            requests.append(EnvRequest(item["id"], dict(item.get("kwargs", {})), item.get("steps")))
+        data["envs"] = requests
+    if "set" in data:
+        data["set"] = list(_flatten(data["set"]))
+    return data
+
+
+def _flatten(table: dict[str, Any], prefix: str = ""):
+    """{"grpo": {"kl_coef": 0}} or {"grpo.kl_coef": 0} → ("grpo.kl_coef", 0)."""
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value

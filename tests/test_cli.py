@@ -92,3 +92,42 @@ def test_an_output_path_that_is_a_file_is_a_clear_error(tmp_path):
                                  "--seeds", "1", "--out", str(target / "sweep")])
     assert result.exit_code == 2
     assert "cannot write to the sweep directory" in " ".join(result.output.split())
+
+
+def test_matrix_file_sets_envs_budgets_and_overrides_and_flags_win(tmp_path):
+    spec = tmp_path / "matrix.toml"
+    spec.write_text(
+        'preset = "smoke"\nalgos = ["pg", "grpo"]\ngroup_sizes = [2]\nseed_list = [4]\n'
+        '[set]\n"grpo.kl_coef" = 0.0\npg = { lr = 0.002 }\n'
+        '[[envs]]\nid = "CartPole-v1"\nsteps = 300\n'
+        '[[envs]]\nid = "FrozenLake-v1"\nkwargs = { is_slippery = false }\nsteps = 200\n'
+    )
+    out = tmp_path / "sweep"
+    result = runner.invoke(app, ["run", "--matrix", str(spec), "--out", str(out), "--set", "pg.lr=0.003"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    sweep = json.loads((out / "sweep.json").read_text())
+    cells = {(c["env_id"], c["algo"]["name"]): c for c in sweep["cells"]}
+    assert set(cells) == {(e, a) for e in ("CartPole-v1", "FrozenLake-v1") for a in ("pg", "grpo-g2")}
+    assert cells["FrozenLake-v1", "pg"]["env_kwargs"] == {"is_slippery": False}
+    assert cells["FrozenLake-v1", "pg"]["steps"] == 200 and cells["CartPole-v1", "pg"]["steps"] == 300
+    assert cells["CartPole-v1", "grpo-g2"]["algo"]["kl_coef"] == 0.0
+    assert cells["CartPole-v1", "pg"]["algo"]["lr"] == 0.003  # the flag overrides the file
+    assert all(c["seed"] == 4 for c in cells.values())
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [("algos = [\"pg\"]\nbudget = 3\n", ["unknown key", "budget", "allowed"]),
+     ("[[envs]]\nname = \"CartPole-v1\"\n", ["env entry", "id"]),
+     ("algos = [\n", ["not valid TOML"])],
+)
+def test_bad_matrix_files_are_clear_errors(tmp_path, text, words):
+    spec = tmp_path / "m.toml"
+    spec.write_text(text)
+    result = runner.invoke(app, ["run", "--matrix", str(spec), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    for word in words:
+        assert word in " ".join(result.output.split())
+    assert not (tmp_path / "o").exists()
