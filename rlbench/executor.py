@@ -59,7 +59,7 @@ class LocalExecutor:
         self.jobs = jobs
         self.time_limit = time_limit
         self.context = mp.get_context("forkserver")
-        self.context.set_forkserver_preload(["rlbench.train"])
+        self.context.set_forkserver_preload(["__main__", "rlbench.train"])
 
     def run(self, cells: list[Cell], out: Path, on_done: Callable[[Outcome], None]) -> list[Outcome]:
         meta = store.provenance()
