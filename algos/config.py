@@ -65,6 +65,9 @@ class AlgoConfig:
     """Linearly decay the learning rate to 0 over the run (CleanRL ppo.py: True)."""
     ent_coef: float = 0.0
     """Entropy bonus coefficient (SB3 default 0.0)."""
+    value_epochs: int = 0
+    """Extra critic-only passes over each batch after the policy step (REINFORCE-with-baseline's separate
+    baseline fit, Sutton & Barto §13.4); 0 fits the critic only jointly with the policy (PPO, A2C)."""
     vf_coef: float = 0.5
     """Value-loss coefficient (CleanRL, SB3 default)."""
     max_grad_norm: float = 0.5
@@ -92,6 +95,8 @@ class AlgoConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 < value < 10.0:
                 raise ValueError(f"{self.name}.{name} = {value!r}: must be in (0, 10) or none")
+        if self.value_epochs < 0:
+            raise ValueError(f"{self.name}.value_epochs = {self.value_epochs!r}: must be >= 0")
         for name in ("kl_coef", "ent_coef", "vf_coef", "std_floor"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{self.name}.{name} = {getattr(self, name)!r}: must be >= 0")

@@ -20,10 +20,10 @@ LADDER = ("pg", "critic", "ppo", "ppo_kl")
 DONE = ("ok", "diverged", "env_nan")
 """Statuses of runs that finished training (their metrics and evaluations exist)."""
 
-# Colour-blind-safe qualitative palette (Okabe & Ito 2008; Wong 2011, Nature Methods 8:441), then Paul Tol's
-# muted scheme for user-added variants beyond the first eight.
+# Colour-blind-safe qualitative palette (Okabe & Ito 2008; Wong 2011, Nature Methods 8:441) with Paul Tol's
+# olive in place of Okabe–Ito yellow (too faint on white), then Tol's muted scheme for user-added variants.
 OKABE_ITO = (
-    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
+    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#999933", "#000000",
 )
 TOL_MUTED = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499")
 FIXED_COLOURS = {
@@ -33,7 +33,7 @@ FIXED_COLOURS = {
     "ppo_kl": "#D55E00",
     "grpo-g2": "#56B4E9",
     "grpo-g4": "#CC79A7",
-    "grpo-g8": "#F0E442",
+    "grpo-g8": "#999933",
     "grpo-g16": "#000000",
 }
 """One colour per known algorithm column, the same in every report."""
@@ -126,9 +126,9 @@ def load_sweep(out: Path) -> Sweep:
     runs.loc[unfinished & (runs["reason"] == ""), "reason"] = "no summary.json or failure.json (unfinished)"
     cfg = pd.DataFrame([_read_config_fields(d) for d in runs["run_dir"]], index=runs.index)
     runs = pd.concat([runs, cfg], axis=1)
-    runs = runs.sort_values(
-        ["env", "algo", "seed"], key=lambda s: s.map(algo_sort_key) if s.name == "algo" else s
-    ).reset_index(drop=True)
+    algos = tuple(sorted(runs["algo"].unique(), key=algo_sort_key))
+    runs["_rank"] = runs["algo"].map({a: i for i, a in enumerate(algos)})
+    runs = runs.sort_values(["env", "_rank", "seed"]).drop(columns="_rank").reset_index(drop=True)
     metrics, evals = [], []
     for row in runs.itertuples():
         if row.status not in DONE:
@@ -141,7 +141,6 @@ def load_sweep(out: Path) -> Sweep:
                 df.insert(0, "algo", row.algo)
                 df.insert(0, "env", row.env)
                 sink.append(df)
-    algos = tuple(sorted(runs["algo"].unique(), key=algo_sort_key))
     envs = tuple(sorted(runs["env"].unique()))
     seeds = tuple(sorted(int(s) for s in runs["seed"].unique()))
     return Sweep(out, runs, _concat(metrics), _concat(evals), envs, algos, seeds)

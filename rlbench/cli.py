@@ -69,6 +69,7 @@ def run(
     out: Annotated[Optional[Path], typer.Option(help="Sweep directory [default: runs/<preset>-<matrix hash>].")] = None,
     time_limit: Annotated[Optional[float], typer.Option(help="Per-run wall-clock limit in seconds.")] = None,
     force_new: Annotated[bool, typer.Option(help="Discard runs in --out that were made with a different config.")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not render the report at the end.")] = False,
 ) -> None:
     """Run a matrix of algorithms × envs × seeds; finished runs in the sweep directory are skipped (resume)."""
     try:
@@ -126,6 +127,8 @@ def run(
     for outcome in outcomes:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     print_counts(counts)
+    if not no_report:
+        write_report(out)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         errors.print(f"{len(failed)} run(s) failed:")
@@ -223,6 +226,22 @@ def algo_order(name: str) -> tuple[int, int, str]:
     base, _, g = name.partition("-g")
     names = list(PRESETS)
     return (names.index(base) if base in names else len(names), int(g) if g.isdigit() else 0, name)
+
+
+def write_report(out: Path) -> None:
+    from rlbench.reports.render import ReportError, render_report
+
+    try:
+        path = render_report(out)
+    except ReportError as err:
+        raise fail(str(err)) from None
+    console.print(f"report: [bold]{path / 'report.html'}[/] (and report.md, figures/, tables/)")
+
+
+@app.command()
+def report(out: Annotated[Path, typer.Argument(help="A sweep directory written by `rlbench run`.")]) -> None:
+    """Render DIR/report/: report.md, a self-contained report.html, figures/ and tables/."""
+    write_report(out)
 
 
 @app.command("check-env")

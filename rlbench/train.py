@@ -94,15 +94,20 @@ def split(units: dict[str, Tensor], parts: int, generator: torch.Generator) -> l
 
 def measure_gradient_noise(
     cfg: AlgoConfig, policy: nn.Module, units: dict[str, Tensor], generator: torch.Generator
-) -> tuple[float, float]:
-    """Policy-loss gradients of K disjoint minibatches at the pre-update parameters → (cosine, rel. variance)."""
+) -> dict[str, float]:
+    """Policy-loss gradients of K disjoint minibatches at the pre-update parameters: mean pairwise cosine,
+    relative variance, and the simple noise scale B = rel. variance × samples per minibatch (McCandlish et al.
+    2018), which is comparable across batch sizes."""
     params = [p for p in policy.parameters() if p.requires_grad]
     grads = []
-    for mb in split(units, cfg.noise_splits, generator):
+    parts = split(units, cfg.noise_splits, generator)
+    for mb in parts:
         logp, _ = policy.evaluate(mb)
         g = torch.autograd.grad(policy_objective(cfg, logp, mb), params, allow_unused=True)
         grads.append(torch.cat([(x if x is not None else torch.zeros_like(p)).flatten() for x, p in zip(g, params)]))
-    return gradient_noise(torch.stack(grads))
+    cosine, rel_var = gradient_noise(torch.stack(grads))
+    per_split = float(np.mean([float(mb["mask"].sum()) for mb in parts]))
+    return {"train/grad_cosine": cosine, "train/grad_rel_var": rel_var, "train/grad_noise_scale": rel_var * per_split}
 
 
 def _all_finite(module: nn.Module) -> bool:
@@ -120,6 +125,18 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
         self.generator = torch.Generator().manual_seed(seed)
 
+    def fit_critic(self, units: dict[str, Tensor]) -> float:
+        """cfg.value_epochs critic-only passes; policy gradients stay None, so Adam leaves the policy alone."""
+        loss = torch.zeros(())
+        for _ in range(self.cfg.value_epochs):
+            for mb in split(units, self.cfg.minibatches, self.generator):
+                loss = self.cfg.vf_coef * losses.value_loss(self.critic.value(mb), mb["targets"], mb["mask"])
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+                self.optimizer.step()
+        return float(loss.detach())
+
     def update(self, traj: Trajectories, progress: float) -> dict[str, float]:
         """One update from one batch of trajectories; returns its train/* metrics."""
         cfg, policy, critic = self.cfg, self.policy, self.critic
@@ -135,7 +152,7 @@ class Trainer:
         row["train/adv_std"] = float(units["adv"][mask.bool()].std()) if mask.sum() > 1 else 0.0
         if critic is not None:
             row["train/explained_variance"] = explained_variance(units["values"][mask.bool()], units["targets"][mask.bool()])
-        row["train/grad_cosine"], row["train/grad_rel_var"] = measure_gradient_noise(cfg, policy, units, self.generator)
+        row.update(measure_gradient_noise(cfg, policy, units, self.generator))
 
         low = cfg.clip if cfg.clip is not None else CLIP_REFERENCE
         high = cfg.clip_high if cfg.clip_high is not None else low
@@ -168,6 +185,8 @@ class Trainer:
                 for key, value in terms.items():
                     sums[key] = sums.get(key, 0.0) + float(value.detach())
                 steps += 1
+        if critic is not None and cfg.value_epochs:
+            row["train/value_loss_fit"] = self.fit_critic(units)
         if not (_all_finite(policy) and (critic is None or _all_finite(critic))):
             raise RunFault("diverged", "parameters became non-finite")
         row.update({key: value / steps for key, value in sums.items()})
@@ -261,6 +280,7 @@ def train(
         "peak_rss_mb": peak_rss_mb(),
         "grad_cosine_mean": _mean(metrics, "train/grad_cosine"),
         "grad_rel_var_mean": _mean(metrics, "train/grad_rel_var"),
+        "grad_noise_scale_median": _median(metrics, "train/grad_noise_scale"),
     }
     return RunResult(metrics=metrics, evals=evals, summary=summary)
 
@@ -268,3 +288,8 @@ def train(
 def _mean(rows: list[dict], key: str) -> float:
     values = [r[key] for r in rows if key in r and math.isfinite(r[key])]
     return float(np.mean(values)) if values else math.nan
+
+
+def _median(rows: list[dict], key: str) -> float:
+    values = [r[key] for r in rows if key in r and math.isfinite(r[key])]
+    return float(np.median(values)) if values else math.nan

@@ -18,6 +18,7 @@ UNDEFINED_WHEN = {
     "rollout/ep_len_mean": lambda row: row["rollout/episodes"] == 0,
     "train/grad_cosine": lambda row: row["train/adv_std"] == 0,
     "train/grad_rel_var": lambda row: row["train/adv_std"] == 0,
+    "train/grad_noise_scale": lambda row: row["train/adv_std"] == 0,
     "train/explained_variance": lambda row: True,
 }
 

@@ -1,0 +1,330 @@
+"""The five claims of DESIGN.md §1, each measured on the sweep with a 95% bootstrap interval and a verdict.
+
+A claim is made of one or more *tests* (the parts the claim asserts) plus *context* rows (shown, not voted).
+A test is supported when its interval excludes "no effect" in the claimed direction, contradicted when it
+excludes it in the opposite direction, else inconclusive. A claim is supported when every test is,
+contradicted when any test is, and otherwise inconclusive. Missing data make a test inconclusive, with the
+reason. Intervals resample runs with replacement within each env (and group size), seeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from rlbench.reports import stats as S
+from rlbench.reports.data import is_textgen
+
+REPS = 2000
+
+SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+
+
+def _iqm_batch(b: np.ndarray) -> np.ndarray:
+    """IQM of each row of [reps, n] -> [reps]."""
+    return np.asarray(S.iqm(b[..., None]))
+
+
+def _mean_batch(b: np.ndarray) -> np.ndarray:
+    return b.mean(axis=-1)
+
+
+def _std_batch(b: np.ndarray) -> np.ndarray:
+    return b.std(axis=-1, ddof=1)
+
+
+STATISTICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"IQM": _iqm_batch, "mean": _mean_batch, "std": _std_batch}
+
+
+def verdict(low: float, high: float, null: float, direction: int) -> str:
+    """supported / contradicted / inconclusive for a claimed direction (+1: effect > null, −1: effect < null)."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return INCONCLUSIVE
+    if (direction > 0 and low > null) or (direction < 0 and high < null):
+        return SUPPORTED
+    if (direction > 0 and high < null) or (direction < 0 and low > null):
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+def _resample_pooled(rng: np.random.Generator, strata: list[np.ndarray], reps: int) -> np.ndarray:
+    """Resample each stratum's values with replacement and pool them: -> [reps, Σ n_stratum]."""
+    return np.concatenate([s[rng.integers(0, s.size, size=(reps, s.size))] for s in strata], axis=1)
+
+
+def two_group_effect(
+    x: list[np.ndarray], y: list[np.ndarray], kind: str = "ratio", statistic: str = "IQM",
+    reps: int = REPS, seed: int = 0,
+) -> S.Interval:
+    """stat(X) / stat(Y) (kind="ratio") or stat(X) − stat(Y) ("diff") with a stratified bootstrap interval.
+
+    x, y: one array of per-run values per stratum (env); strata may differ in size. Runs are resampled
+    within each stratum, X and Y independently. NaN bounds when either group has fewer than 2 runs.
+    """
+    xs, ys = [np.asarray(a, float) for a in x if len(a)], [np.asarray(a, float) for a in y if len(a)]
+    fn = STATISTICS[statistic]
+    nx, ny = sum(a.size for a in xs), sum(a.size for a in ys)
+    if nx == 0 or ny == 0 or (statistic == "std" and min(nx, ny) < 2):
+        return S.Interval(np.nan, np.nan, np.nan)
+
+    def combine(a, b):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return a / b if kind == "ratio" else a - b
+
+    point = float(combine(fn(np.concatenate(xs)[None])[0], fn(np.concatenate(ys)[None])[0]))
+    if min(nx, ny) < 2 or (statistic == "std" and min(nx, ny) < 3):
+        return S.Interval(point, np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    dist = combine(fn(_resample_pooled(rng, xs, reps)), fn(_resample_pooled(rng, ys, reps)))
+    if not np.isfinite(dist).all():
+        return S.Interval(point, np.nan, np.nan)
+    low, high = np.percentile(dist, [2.5, 97.5])
+    return S.Interval(point, float(low), float(high))
+
+
+def _slope(xc: list[np.ndarray], ys: list[np.ndarray]) -> np.ndarray:
+    """Pooled within-env OLS slope: Σ xc·(y − ȳ_env) / Σ xc², y [..., n_env] per env."""
+    num = sum((x * (y - y.mean(axis=-1, keepdims=True))).sum(axis=-1) for x, y in zip(xc, ys))
+    den = sum((x**2).sum() for x in xc)
+    return num / den
+
+
+def doubling_factor(
+    g: list[np.ndarray], values: list[np.ndarray], reps: int = REPS, seed: int = 0
+) -> S.Interval:
+    """Factor by which a positive per-run value changes per doubling of G: 2^slope of log2(value) on log2(G).
+
+    g, values: per env, the runs' group sizes and values. The slope is the within-env least-squares slope;
+    the interval resamples runs within each (env, G) stratum. NaN bounds without 2 G values with 2 runs each.
+    """
+    envs = []
+    for gs, vs in zip(g, values):
+        gs, vs = np.asarray(gs, float), np.asarray(vs, float)
+        keep = np.isfinite(gs) & np.isfinite(vs) & (vs > 0) & (gs > 0)
+        gs, vs = gs[keep], vs[keep]
+        if np.unique(gs).size >= 2:
+            strata = [(float(k), np.log2(vs[gs == k])) for k in np.unique(gs)]
+            envs.append(strata)
+    if not envs:
+        return S.Interval(np.nan, np.nan, np.nan)
+    xc = []
+    for strata in envs:
+        x = np.concatenate([np.full(v.size, np.log2(k)) for k, v in strata])
+        xc.append(x - x.mean())
+    point = float(2 ** _slope(xc, [np.concatenate([v for _, v in s]) for s in envs]))
+    if any(v.size < 2 for s in envs for _, v in s):
+        return S.Interval(point, np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    ys = [_resample_pooled(rng, [v for _, v in s], reps) for s in envs]
+    low, high = np.percentile(2 ** _slope(xc, ys), [2.5, 97.5])
+    return S.Interval(point, float(low), float(high))
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One measured effect of a claim."""
+
+    metric: str
+    comparison: str
+    effect: str
+    """What the number is, e.g. 'ratio of IQMs' or 'difference of IQMs'."""
+    null: float
+    direction: int
+    """+1 if the claim predicts effect > null, −1 if < null."""
+    interval: S.Interval = field(default_factory=lambda: S.Interval(np.nan, np.nan, np.nan))
+    n_x: int = 0
+    n_y: int = 0
+    role: str = "test"
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.interval.low, self.interval.high, self.null, self.direction)
+
+
+@dataclass
+class Claim:
+    id: str
+    statement: str
+    measured_by: str
+    rows: list[Row] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def tests(self) -> list[Row]:
+        return [r for r in self.rows if r.role == "test"]
+
+    @property
+    def verdict(self) -> str:
+        verdicts = [r.verdict for r in self.tests]
+        if not verdicts:
+            return INCONCLUSIVE
+        if CONTRADICTED in verdicts:
+            return CONTRADICTED
+        return SUPPORTED if all(v == SUPPORTED for v in verdicts) else INCONCLUSIVE
+
+    @property
+    def reason(self) -> str:
+        """Why a test is inconclusive or missing, for the report."""
+        notes = [
+            f"{r.metric}: {r.note or f'the 95% interval [{r.interval.low:.3g}, {r.interval.high:.3g}] includes no effect ({r.null:g})'}"
+            for r in self.tests if r.verdict == INCONCLUSIVE
+        ]
+        return "; ".join(filter(None, [self.note, *notes]))
+
+
+def _by_env(runs: pd.DataFrame, algos, column: str, envs) -> list[np.ndarray]:
+    out = []
+    for env in envs:
+        v = runs[(runs.env == env) & runs.algo.isin(algos)][column].to_numpy(dtype=float) if column in runs else []
+        v = np.asarray(v, float)
+        out.append(v[np.isfinite(v)])
+    return out
+
+
+def compare(
+    runs: pd.DataFrame, x_algos, y_algos, column: str, *, metric: str, kind: str, direction: int,
+    statistic: str = "IQM", envs=None, role: str = "test", seed: int = 0, label: str | None = None,
+) -> Row:
+    """A two-group comparison row over the envs where both groups have finished runs."""
+    x_algos, y_algos = list(x_algos), list(y_algos)
+    if envs is None:
+        envs = sorted(runs.env.unique()) if not runs.empty else []
+    xs, ys = _by_env(runs, x_algos, column, envs), _by_env(runs, y_algos, column, envs)
+    both = [i for i in range(len(envs)) if xs[i].size and ys[i].size]
+    xs, ys = [xs[i] for i in both], [ys[i] for i in both]
+    nx, ny = sum(a.size for a in xs), sum(a.size for a in ys)
+    ci = two_group_effect(xs, ys, kind, statistic, seed=seed)
+    null = 1.0 if kind == "ratio" else 0.0
+    what = f"{'ratio' if kind == 'ratio' else 'difference'} of {statistic}s"
+    name = label or f"{' + '.join(x_algos)} vs {' + '.join(y_algos)}"
+    note = ""
+    if nx == 0 or ny == 0:
+        missing = [", ".join(a) for a, n in ((x_algos, nx), (y_algos, ny)) if n == 0]
+        note = f"no finished runs with {column} for {' and '.join(missing)}"
+    elif min(nx, ny) < 2:
+        note = "needs at least 2 successful runs per group"
+    elif not np.isfinite(ci.low):
+        note = "interval undefined (zero or non-finite denominator)"
+    return Row(metric, name, what, null, direction, ci, nx, ny, role, note)
+
+
+def _group_rows(runs: pd.DataFrame, column: str, metric: str, direction: int, role: str, seed: int) -> Row:
+    grp = runs[runs.group_size.notna()] if "group_size" in runs else runs.iloc[0:0]
+    envs = sorted(grp.env.unique())
+    g = [grp[grp.env == e].group_size.to_numpy(float) for e in envs]
+    v = [grp[grp.env == e][column].to_numpy(float) if column in grp else np.array([]) for e in envs]
+    ci = doubling_factor(g, v, seed=seed)
+    sizes = sorted({int(x) for x in grp.group_size}) if len(grp) else []
+    note = ""
+    if len(sizes) < 2:
+        note = "needs GRPO runs at 2 or more group sizes"
+    elif not np.isfinite(ci.low):
+        note = "needs at least 2 successful runs per group size"
+    return Row(metric, f"GRPO over G = {', '.join(map(str, sizes)) or '—'}", "factor per doubling of G", 1.0,
+               direction, ci, len(grp), 0, role, note)
+
+
+def evaluate_claims(runs: pd.DataFrame, seed: int = 0) -> list[Claim]:
+    """C1–C5 from per-run measurements (reports.tables.per_run). Pure: the same table gives the same claims."""
+    if runs.empty:
+        runs = pd.DataFrame(columns=["env", "algo", "seed", "group_size"])
+    algos = list(dict.fromkeys(runs.algo))
+    classic = runs[~runs.env.map(is_textgen)] if len(runs) else runs
+    textgen = runs[runs.env.map(is_textgen)] if len(runs) else runs
+    grpo = [a for a in algos if not runs[(runs.algo == a) & runs.group_size.notna()].empty]
+    kw = {"seed": seed}
+
+    c1 = Claim("C1", "Raw (\"absolute\") rewards give high-variance gradient estimates.",
+               "relative gradient variance E‖g_k − ḡ‖²/‖ḡ‖² (K disjoint minibatches, mean over updates): pg vs the "
+               "other algorithms pooled; > 1 means pg's gradients are noisier")
+    others = [a for a in algos if a != "pg"]
+    c1.rows.append(compare(runs, ["pg"], others, "grad_rel_var", metric="gradient relative variance",
+                           kind="ratio", direction=+1, label="pg vs all others", **kw))
+    c1.rows.append(compare(runs, ["pg"], others, "grad_cosine", metric="gradient cosine similarity",
+                           kind="diff", direction=-1, role="context", label="pg vs all others", **kw))
+    for a in others:
+        c1.rows.append(compare(runs, ["pg"], [a], "grad_rel_var", metric="gradient relative variance",
+                               kind="ratio", direction=+1, role="context", **kw))
+
+    c2 = Claim("C2", "A learned critic baseline lowers that variance without biasing the gradient.",
+               "relative gradient variance, critic vs pg (< 1 supports); returns as context",
+               note="unbiasedness needs an MDP with a known gradient and is not measured by a sweep")
+    c2.rows.append(compare(runs, ["critic"], ["pg"], "grad_rel_var", metric="gradient relative variance",
+                           kind="ratio", direction=-1, **kw))
+    c2.rows.append(compare(runs, ["critic"], ["pg"], "adv_std", metric="advantage std",
+                           kind="ratio", direction=-1, role="context", **kw))
+    c2.rows.append(compare(classic, ["critic"], ["pg"], "final_return", metric="final return",
+                           kind="diff", direction=+1, role="context", **kw))
+    c2.rows.append(compare(classic, ["critic"], ["pg"], "auc", metric="area under the return curve",
+                           kind="diff", direction=+1, role="context", **kw))
+
+    c3 = Claim("C3", "PPO's clip keeps each update small and training stable.",
+               "approx KL(π_old‖π_new) per update (ratio < 1) and max drawdown of the evaluation return curve "
+               "(difference < 0), ppo vs critic")
+    c3.rows.append(compare(runs, ["ppo"], ["critic"], "approx_kl", metric="approx KL per update",
+                           kind="ratio", direction=-1, **kw))
+    c3.rows.append(compare(classic, ["ppo"], ["critic"], "drawdown", metric="max drawdown (fraction of range)",
+                           kind="diff", direction=-1, statistic="mean", **kw))
+    c3.rows.append(compare(classic, ["ppo"], ["critic"], "collapsed", metric="collapse rate",
+                           kind="diff", direction=-1, statistic="mean", role="context", **kw))
+    c3.rows.append(compare(classic, ["ppo"], ["critic"], "final_return", metric="across-seed std of final return",
+                           kind="ratio", direction=-1, statistic="std", role="context", **kw))
+    c3.rows.append(compare(runs, ["ppo"], ["critic"], "clip_fraction", metric="clip fraction",
+                           kind="diff", direction=+1, role="context", **kw))
+
+    c4 = Claim("C4", "A KL penalty to a frozen reference model limits reward hacking.",
+               "final proxy − gold reward gap on TextGen, ppo_kl − ppo (< 0 supports); KL to reference as context")
+    if textgen.empty or "gap" not in textgen:
+        c4.note = "no TextGen runs in this sweep (run with --envs rlbench/TextGen-v0)"
+        c4.rows.append(Row("proxy − gold gap", "ppo_kl vs ppo", "difference of IQMs", 0.0, -1,
+                           note="no TextGen runs"))
+    else:
+        c4.rows.append(compare(textgen, ["ppo_kl"], ["ppo"], "gap", metric="proxy − gold gap",
+                               kind="diff", direction=-1, **kw))
+        c4.rows.append(compare(textgen, ["ppo_kl"], ["ppo"], "kl_to_ref", metric="KL to reference",
+                               kind="ratio", direction=-1, role="context", **kw))
+        c4.rows.append(compare(textgen, ["ppo_kl"], ["ppo"], "gold", metric="gold reward",
+                               kind="diff", direction=+1, role="context", **kw))
+        if grpo:
+            c4.rows.append(compare(textgen, grpo, ["ppo"], "gap", metric="proxy − gold gap",
+                                   kind="diff", direction=-1, role="context", label="grpo (all G) vs ppo", **kw))
+
+    c5 = Claim("C5", "GRPO drops the critic (less memory and compute per update) and gets its baseline from a "
+               "group of G samples; larger G lowers variance but costs more samples.",
+               "grpo (all G) vs ppo: update FLOPs per env step and parameters (ratios < 1); across G: gradient "
+               "relative variance (factor per doubling < 1) and env steps per update (factor > 1)")
+    if not grpo:
+        c5.note = "no GRPO runs in this sweep"
+    c5.rows.append(compare(runs, grpo, ["ppo"], "update_flops_per_env_step", metric="update FLOPs per env step",
+                           kind="ratio", direction=-1, label="grpo (all G) vs ppo", **kw))
+    c5.rows.append(compare(runs, grpo, ["ppo"], "params_total", metric="parameters (policy + critic)",
+                           kind="ratio", direction=-1, label="grpo (all G) vs ppo", **kw))
+    c5.rows.append(_group_rows(runs, "grad_rel_var", "gradient relative variance", -1, "test", seed))
+    c5.rows.append(_group_rows(runs, "env_steps_per_update", "env steps per update", +1, "test", seed))
+    c5.rows.append(compare(runs, grpo, ["ppo"], "peak_rss_mb", metric="peak resident memory",
+                           kind="ratio", direction=-1, role="context", label="grpo (all G) vs ppo", **kw))
+    c5.rows.append(compare(runs, grpo, ["ppo"], "wall_time_s", metric="wall time",
+                           kind="ratio", direction=-1, role="context", label="grpo (all G) vs ppo", **kw))
+    c5.rows.append(_group_rows(classic, "auc", "area under the return curve", -1, "context", seed))
+    return [c1, c2, c3, c4, c5]
+
+
+def claims_table(claims: list[Claim]) -> pd.DataFrame:
+    """One row per measured effect, with the claim's overall verdict (deterministic order)."""
+    rows = []
+    for c in claims:
+        for r in c.rows:
+            rows.append({
+                "claim": c.id, "claim_verdict": c.verdict, "role": r.role, "metric": r.metric,
+                "comparison": r.comparison, "effect": r.effect, "point": r.interval.point,
+                "low": r.interval.low, "high": r.interval.high, "no_effect": r.null,
+                "claimed_direction": ">" if r.direction > 0 else "<", "verdict": r.verdict,
+                "n_x": r.n_x, "n_y": r.n_y, "note": r.note,
+            })
+    return pd.DataFrame(rows)

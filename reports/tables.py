@@ -1,0 +1,478 @@
+"""Per-run measurements and per-cell (env × algorithm) tables with seeded 95% bootstrap intervals.
+
+Every function maps frames of a `Sweep` to a tidy DataFrame; the statistics come from rlbench.reports.stats.
+Tables list every env × algorithm cell seen in the sweep; a cell with no finished run has n = 0 and blanks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rlbench.reports import stats as S
+from rlbench.reports.data import Sweep, algo_sort_key, is_textgen
+
+REPS = 2000
+"""Bootstrap resamples for every interval in the report."""
+
+REFERENCE_SCORES = {
+    "CartPole-v1": (22.0, 475.0),
+    "Acrobot-v1": (-500.0, -100.0),
+    "MountainCar-v0": (-200.0, -110.0),
+    "Pendulum-v1": (-1200.0, -150.0),
+}
+"""Env → (random-policy return, solved return) for normalized scores: 0 = random, 1 = solved. Random returns
+are the usual uniform-random policy values; solved = Gymnasium's reward_threshold (Pendulum has none: -150,
+the RL Zoo target). Other envs use the min and max final return observed in the sweep."""
+
+BINS = 40
+"""Learning curves are averaged in this many equal env-step bins per run before aggregating over seeds."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _finite(values) -> np.ndarray:
+    a = np.asarray(values, dtype=float)
+    return a[np.isfinite(a)]
+
+
+def iqm_ci(values, seed: int) -> tuple[float, float, float, int]:
+    """IQM of the finite values with its 95% bootstrap interval and n (NaNs when there is no value)."""
+    v = _finite(values)
+    if v.size == 0:
+        return (np.nan, np.nan, np.nan, 0)
+    point, low, high = S.stratified_bootstrap_ci(v, S.iqm, reps=REPS, seed=seed)
+    return (point, low, high, int(v.size))
+
+
+def drawdown(y) -> float:
+    """Largest drop from the running best of a curve, as a fraction of its range (0 for a flat curve)."""
+    v = _finite(y)
+    if v.size < 2 or v.max() == v.min():
+        return 0.0
+    return float((np.maximum.accumulate(v) - v).max() / (v.max() - v.min()))
+
+
+def collapsed(final: float, curve) -> float:
+    """1.0 if the final return is below half the run's best (DESIGN §3), else 0.0; NaN without data.
+
+    For a best return ≤ 0 (e.g. Acrobot) "half the best" is taken on the curve's range: final − worst <
+    ½ (best − worst).
+    """
+    v = _finite(curve)
+    if not np.isfinite(final) or v.size == 0:
+        return np.nan
+    best, worst = float(v.max()), float(min(v.min(), final))
+    if best > 0:
+        return float(final < 0.5 * best)
+    return float(final - worst < 0.5 * (best - worst))
+
+
+def _tail_mean(df: pd.DataFrame, col: str, frac: float = 0.1) -> float:
+    if col not in df:
+        return np.nan
+    v = df[col].to_numpy(dtype=float)
+    v = v[-max(1, round(len(v) * frac)):]
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else np.nan
+
+
+def _mean(df: pd.DataFrame, col: str) -> float:
+    if col not in df:
+        return np.nan
+    v = _finite(df[col])
+    return float(v.mean()) if v.size else np.nan
+
+
+def _cells(sweep: Sweep) -> list[tuple[str, str]]:
+    """Every env × algorithm pair of the sweep in report order."""
+    return [(e, a) for e in sweep.envs for a in sweep.algos]
+
+
+def round_sig(df: pd.DataFrame, digits: int = 6) -> pd.DataFrame:
+    """Floats rounded to `digits` significant digits, so tables are stable and readable."""
+    out = df.copy()
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            out[col] = out[col].map(lambda x: float(f"{x:.{digits}g}") if np.isfinite(x) else np.nan)
+    return out
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Deterministic CSV: fixed row order as given, rounded floats, '\\n' line ends, NaN as empty."""
+    round_sig(df).to_csv(path, index=False, lineterminator="\n", float_format="%.6g", na_rep="")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Per-run measurements
+
+
+def fit_rl_form(d, gain) -> tuple[float, float]:
+    """Least-squares fit of Gao et al.'s RL form gain(d) = d·(α − β·log d); points with d ≤ 0 are dropped.
+
+    d: [N] sqrt(KL to reference); gain: [N] gold reward minus the reference's. Returns (α, β), NaN if < 2 points.
+    """
+    d, g = np.asarray(d, dtype=float), np.asarray(gain, dtype=float)
+    keep = np.isfinite(d) & np.isfinite(g) & (d > 0)
+    d, g = d[keep], g[keep]
+    if d.size < 2:
+        return (np.nan, np.nan)
+    design = np.stack([d, -d * np.log(d)], axis=1)
+    (alpha, beta), *_ = np.linalg.lstsq(design, g, rcond=None)
+    return (float(alpha), float(beta))
+
+
+def per_run(sweep: Sweep) -> pd.DataFrame:
+    """One row per finished run with every per-run quantity the report aggregates."""
+    rows = []
+    metrics = {k: g for k, g in sweep.metrics.groupby(["env", "algo", "seed"], sort=False)}
+    evals = {k: g for k, g in sweep.evals.groupby(["env", "algo", "seed"], sort=False)}
+    for r in sweep.done.itertuples():
+        key = (r.env, r.algo, r.seed)
+        m = metrics.get(key, pd.DataFrame()).sort_values("update") if key in metrics else pd.DataFrame()
+        e = evals.get(key, pd.DataFrame())
+        e = e.sort_values("env_steps").drop_duplicates("env_steps") if not e.empty else e
+        eval_curve = e["eval/return_mean"].to_numpy(dtype=float) if not e.empty else np.array([])
+        fin = np.isfinite(eval_curve)
+        auc = S.auc(e["env_steps"].to_numpy(float)[fin], eval_curve[fin]) if fin.sum() >= 2 else np.nan
+        final = float(getattr(r, "final_return", np.nan))
+        updates = float(getattr(r, "updates", np.nan))
+        env_steps = float(getattr(r, "env_steps", np.nan))
+        flops = float(getattr(r, "flops_per_update", np.nan))
+        row = {
+            "env": r.env,
+            "algo": r.algo,
+            "seed": int(r.seed),
+            "status": r.status,
+            "group_size": r.group_size if r.advantage == "group" else np.nan,
+            "final_return": final,
+            "auc": auc,
+            "drawdown": drawdown(eval_curve),
+            "collapsed": collapsed(final, eval_curve),
+            "diverged": float(r.status == "diverged"),
+            "grad_cosine": _mean(m, "train/grad_cosine"),
+            "grad_rel_var": _mean(m, "train/grad_rel_var"),
+            "adv_std": _mean(m, "train/adv_std"),
+            "approx_kl": _mean(m, "train/approx_kl"),
+            "clip_fraction": _mean(m, "train/clip_fraction"),
+            "entropy": _mean(m, "train/entropy"),
+            "kl_ref": _mean(m, "train/kl_ref"),
+            "explained_variance": _mean(m, "train/explained_variance"),
+            "env_steps": env_steps,
+            "updates": updates,
+            "env_steps_per_update": env_steps / updates if updates else np.nan,
+            "wall_time_s": float(getattr(r, "wall_time_s", np.nan)),
+            "rollout_time_s": float(getattr(r, "rollout_time_s", np.nan)),
+            "update_time_s": float(getattr(r, "update_time_s", np.nan)),
+            "env_steps_per_s": float(getattr(r, "env_steps_per_s", np.nan)),
+            "flops_per_update": flops,
+            "update_flops_per_env_step": flops * updates / env_steps if env_steps else np.nan,
+            "params_policy": float(getattr(r, "params_policy", np.nan)),
+            "params_critic": float(getattr(r, "params_critic", np.nan)),
+            "peak_rss_mb": float(getattr(r, "peak_rss_mb", np.nan)),
+        }
+        row["params_total"] = row["params_policy"] + np.nan_to_num(row["params_critic"])
+        if is_textgen(r.env):
+            gold0 = m["textgen/gold_reward"].iloc[0] if "textgen/gold_reward" in m and len(m) else np.nan
+            row.update(
+                proxy=_tail_mean(m, "textgen/proxy_reward"),
+                gold=_tail_mean(m, "textgen/gold_reward"),
+                gold_gain=_tail_mean(m, "textgen/gold_reward") - gold0,
+                gap=_tail_mean(m, "textgen/gap"),
+                kl_to_ref=_tail_mean(m, "textgen/kl_ref_seq") if "textgen/kl_ref_seq" in m
+                else _tail_mean(m, "train/kl_ref"),
+            )
+            if not e.empty and {"eval/gold_mean", "eval/proxy_mean"} <= set(e.columns):
+                row["gold"] = float(e["eval/gold_mean"].iloc[-1])
+                row["proxy"] = float(e["eval/proxy_mean"].iloc[-1])
+                row["gap"] = row["proxy"] - row["gold"]
+        rows.append(row)
+    cols = ["env", "algo", "seed"]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cell tables
+
+
+def cell_table(sweep: Sweep, runs: pd.DataFrame, columns: dict[str, str], seed: int) -> pd.DataFrame:
+    """env × algo: n, n_runs (directories), and for each column IQM [low, high] over seeds as <name>, _low, _high."""
+    rows = []
+    for env, algo in _cells(sweep):
+        sel = runs[(runs["env"] == env) & (runs["algo"] == algo)] if not runs.empty else runs
+        total = int(((sweep.runs["env"] == env) & (sweep.runs["algo"] == algo)).sum())
+        row = {"env": env, "algo": algo, "n": len(sel), "n_runs": total}
+        for col, name in columns.items():
+            point, low, high, _ = iqm_ci(sel.get(col, []), seed)
+            row |= {name: point, f"{name}_low": low, f"{name}_high": high}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def final_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """IQM of final evaluation return and of the area under the evaluation curve, with mean and std."""
+    t = cell_table(sweep, runs, {"final_return": "final_return_iqm", "auc": "auc_iqm"}, seed)
+    stats = runs.groupby(["env", "algo"])["final_return"].agg(["mean", "std"]) if not runs.empty else None
+    t["final_return_mean"] = [stats["mean"].get((e, a), np.nan) if stats is not None else np.nan
+                              for e, a in zip(t.env, t.algo)]
+    t["final_return_std"] = [stats["std"].get((e, a), np.nan) if stats is not None else np.nan
+                             for e, a in zip(t.env, t.algo)]
+    t["cell"] = np.where(t["n"] == 0, "missing", np.where(t["n"] < t["n_runs"], "partial", "complete"))
+    return t
+
+
+def variance_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:
+    t = cell_table(
+        sweep, runs, {"grad_rel_var": "grad_rel_var_iqm", "grad_cosine": "grad_cosine_iqm", "adv_std": "adv_std_iqm"},
+        seed,
+    )
+    std = runs.groupby(["env", "algo"])["final_return"].std() if not runs.empty else pd.Series(dtype=float)
+    t["final_return_seed_std"] = [std.get((e, a), np.nan) for e, a in zip(t.env, t.algo)]
+    return t
+
+
+def stability_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:
+    t = cell_table(
+        sweep, runs,
+        {"approx_kl": "approx_kl_iqm", "clip_fraction": "clip_fraction_iqm", "entropy": "entropy_iqm",
+         "kl_ref": "kl_ref_iqm", "explained_variance": "explained_variance_iqm", "drawdown": "drawdown_iqm"},
+        seed,
+    )
+    for col, name in (("collapsed", "collapse_rate"), ("diverged", "divergence_rate")):
+        rate = runs.groupby(["env", "algo"])[col].mean() if not runs.empty else pd.Series(dtype=float)
+        t[name] = [rate.get((e, a), np.nan) for e, a in zip(t.env, t.algo)]
+    return t
+
+
+def compute_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
+    """openrlbenchmark-style runtime table: mean over finished seeds per env × algorithm."""
+    cols = ["env_steps_per_s", "wall_time_s", "rollout_time_s", "update_time_s", "flops_per_update",
+            "update_flops_per_env_step", "params_policy", "params_critic", "params_total", "peak_rss_mb",
+            "env_steps_per_update", "updates"]
+    rows = []
+    for env, algo in _cells(sweep):
+        sel = runs[(runs["env"] == env) & (runs["algo"] == algo)] if not runs.empty else runs
+        row = {"env": env, "algo": algo, "n": len(sel)}
+        for c in cols:
+            v = _finite(sel[c]) if c in sel else np.array([])
+            row[c] = float(v.mean()) if v.size else np.nan
+        wall = _finite(sel["wall_time_s"]) if "wall_time_s" in sel else np.array([])
+        row["wall_time_s_std"] = float(wall.std(ddof=1)) if wall.size > 1 else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def group_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The GRPO group-size sweep (runs with the group advantage), one row per env × G, with PPO as reference."""
+    if runs.empty or runs["group_size"].isna().all():
+        return pd.DataFrame(columns=["env", "algo", "group_size", "n"])
+    rows = []
+    sel_algos = [a for a in sweep.algos
+                 if a == "ppo" or (not runs[runs.algo == a].empty and runs[runs.algo == a].group_size.notna().all())]
+    for env in sweep.envs:
+        for algo in sel_algos:
+            sel = runs[(runs.env == env) & (runs.algo == algo)]
+            if sel.empty:
+                continue
+            row = {"env": env, "algo": algo, "group_size": float(sel.group_size.iloc[0]), "n": len(sel)}
+            for col in ("final_return", "grad_rel_var", "grad_cosine"):
+                p, lo, hi, _ = iqm_ci(sel[col], seed)
+                row |= {f"{col}_iqm": p, f"{col}_low": lo, f"{col}_high": hi}
+            for col in ("env_steps_per_update", "wall_time_s", "update_time_s", "updates",
+                        "update_flops_per_env_step", "peak_rss_mb", "params_total"):
+                row[col] = float(_finite(sel[col]).mean()) if _finite(sel[col]).size else np.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def failed_table(sweep: Sweep) -> pd.DataFrame:
+    bad = sweep.runs[sweep.runs["status"] != "ok"]
+    return bad[["env", "algo", "seed", "status", "reason"]].reset_index(drop=True)
+
+
+def missing_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
+    """Cells (env × algorithm × seed of the sweep's grid) without a finished run."""
+    have = set(zip(runs.env, runs.algo, runs.seed)) if not runs.empty else set()
+    present = {(r.env, r.algo, int(r.seed)): r.status for r in sweep.runs.itertuples()}
+    rows = [
+        {"env": e, "algo": a, "seed": s, "status": present.get((e, a, s), "absent")}
+        for e, a in _cells(sweep) for s in sweep.seeds if (e, a, s) not in have
+    ]
+    return pd.DataFrame(rows, columns=["env", "algo", "seed", "status"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Curves
+
+
+def curves(sweep: Sweep, column: str, seed: int, bins: int = BINS, frame: str = "metrics") -> pd.DataFrame:
+    """Per env × algo: IQM over seeds of `column` averaged in equal env-step bins, with its 95% interval.
+
+    Returns env, algo, env_steps (bin centre), iqm, low, high, n (seeds with a value in the bin).
+    """
+    src = sweep.metrics if frame == "metrics" else sweep.evals
+    cols = ["env", "algo", "env_steps", "iqm", "low", "high", "n"]
+    if src.empty or column not in src:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for env in sweep.envs:
+        data = src[(src.env == env) & src[column].notna()]
+        if data.empty:
+            continue
+        hi = float(data.groupby(["algo", "seed"])["env_steps"].max().median())
+        edges = np.linspace(0.0, hi, bins + 1)
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        for algo in sweep.algos:
+            d = data[data.algo == algo]
+            if d.empty:
+                continue
+            per_seed = []
+            for _, g in d.groupby("seed"):
+                idx = np.clip(np.searchsorted(edges, g["env_steps"].to_numpy(float), side="right") - 1, 0, bins - 1)
+                inside = g["env_steps"].to_numpy(float) <= hi * 1.0001
+                sums = np.bincount(idx[inside], weights=g[column].to_numpy(float)[inside], minlength=bins)
+                counts = np.bincount(idx[inside], minlength=bins)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    per_seed.append(np.where(counts > 0, sums / np.maximum(counts, 1), np.nan))
+            mat = np.array(per_seed)
+            for b in range(bins):
+                p, lo, hi_, n = iqm_ci(mat[:, b], seed)
+                if n:
+                    rows.append({"env": env, "algo": algo, "env_steps": centres[b], "iqm": p, "low": lo,
+                                 "high": hi_, "n": n})
+    return pd.DataFrame(rows, columns=cols)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Aggregates across envs
+
+
+def normalized_scores(sweep: Sweep, runs: pd.DataFrame) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """{algo: normalized final-return matrix [k, n_envs]} over the non-TextGen envs every algorithm ran on.
+
+    k = the algorithm's smallest seed count over those envs (its first k seeds by number are kept). Also
+    returns the normalization used per env (low, high, source).
+    """
+    envs = [e for e in sweep.envs if not is_textgen(e)]
+    norm_rows, scores = [], {}
+    if runs.empty or not envs:
+        return scores, pd.DataFrame(columns=["env", "low", "high", "source"])
+    for env in envs:
+        if env in REFERENCE_SCORES:
+            lo, hi = REFERENCE_SCORES[env]
+            src = "random policy / solved threshold"
+        else:
+            v = _finite(runs[runs.env == env]["final_return"])
+            lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
+            src = "observed min / max"
+            if hi == lo:
+                hi = lo + 1.0
+        norm_rows.append({"env": env, "low": lo, "high": hi, "source": src})
+    norm = pd.DataFrame(norm_rows)
+    for algo in sweep.algos:
+        cols = []
+        for env, lo, hi in zip(norm.env, norm.low, norm.high):
+            v = runs[(runs.env == env) & (runs.algo == algo)].sort_values("seed")["final_return"]
+            cols.append((_finite(v) - lo) / (hi - lo))
+        k = min(len(c) for c in cols)
+        if k >= 1:
+            scores[algo] = np.stack([c[:k] for c in cols], axis=1)
+    return scores, norm
+
+
+AGGREGATES = {"IQM": S.iqm, "Median": S.median, "Mean": S.mean, "Optimality gap": S.optimality_gap}
+
+
+def aggregate_table(scores: dict[str, np.ndarray], seed: int) -> pd.DataFrame:
+    rows = []
+    for name, fn in AGGREGATES.items():
+        for algo, ci in S.aggregate_intervals(scores, fn, reps=REPS, seed=seed).items():
+            rows.append({"metric": name, "algo": algo, "n": scores[algo].shape[0],
+                         "tasks": scores[algo].shape[1], "point": ci.point, "low": ci.low, "high": ci.high})
+    return pd.DataFrame(rows, columns=["metric", "algo", "n", "tasks", "point", "low", "high"])
+
+
+def improvement_pairs(algos) -> list[tuple[str, str]]:
+    """The story's comparisons: critic>pg, ppo>critic, ppo_kl>ppo, every other algorithm > ppo."""
+    present = set(algos)
+    pairs = [(x, y) for x, y in (("critic", "pg"), ("ppo", "critic"), ("ppo_kl", "ppo")) if {x, y} <= present]
+    if "ppo" in present:
+        pairs += [(a, "ppo") for a in sorted(present, key=algo_sort_key)
+                  if a not in ("pg", "critic", "ppo", "ppo_kl")]
+    return pairs
+
+
+def improvement_table(scores: dict[str, np.ndarray], seed: int) -> pd.DataFrame:
+    rows = []
+    for x, y in improvement_pairs(scores):
+        ci = S.probability_of_improvement_ci(scores[x], scores[y], reps=REPS, seed=seed)
+        rows.append({"x": x, "y": y, "p_x_better": ci.point, "low": ci.low, "high": ci.high,
+                     "n_x": scores[x].shape[0], "n_y": scores[y].shape[0]})
+    return pd.DataFrame(rows, columns=["x", "y", "p_x_better", "low", "high", "n_x", "n_y"])
+
+
+def profile_table(scores: dict[str, np.ndarray], seed: int, points: int = 41) -> pd.DataFrame:
+    if not scores:
+        return pd.DataFrame(columns=["algo", "tau", "fraction", "low", "high"])
+    top = max(1.0, max(float(s.max()) for s in scores.values()))
+    taus = np.linspace(0.0, top, points)
+    rows = []
+    for algo, s in scores.items():
+        band = S.performance_profile_ci(s, taus, reps=REPS, seed=seed)
+        rows += [{"algo": algo, "tau": t, "fraction": p, "low": lo, "high": hi}
+                 for t, p, lo, hi in zip(taus, band.point, band.low, band.high)]
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reward hacking (TextGen)
+
+
+def hacking_points(sweep: Sweep) -> pd.DataFrame:
+    """Per update of TextGen runs: env, algo, seed, env_steps, proxy, gold, d = sqrt(KL to ref), gold gain."""
+    cols = ["env", "algo", "seed", "env_steps", "proxy", "gold", "d", "gold_gain"]
+    m = sweep.metrics
+    if m.empty or "textgen/gold_reward" not in m:
+        return pd.DataFrame(columns=cols)
+    m = m[m.env.map(is_textgen)].sort_values(["env", "algo", "seed", "update"])
+    if "textgen/sqrt_kl" in m:
+        d = m["textgen/sqrt_kl"]
+    elif "textgen/kl_ref_seq" in m:
+        d = np.sqrt(m["textgen/kl_ref_seq"].clip(lower=0))
+    else:
+        d = np.sqrt(m["train/kl_ref"].clip(lower=0))
+    out = pd.DataFrame({
+        "env": m.env, "algo": m.algo, "seed": m.seed, "env_steps": m.env_steps,
+        "proxy": m.get("textgen/proxy_reward", np.nan), "gold": m["textgen/gold_reward"], "d": d,
+    })
+    out["gold_gain"] = out["gold"] - out.groupby(["env", "algo", "seed"])["gold"].transform("first")
+    return out.reset_index(drop=True)
+
+
+def hacking_table(sweep: Sweep, runs: pd.DataFrame, points: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Per TextGen env × algo: final proxy, gold, gap, KL (IQM over seeds) and the RL-form fit (α, β)."""
+    cols = ["env", "algo", "n", "proxy_iqm", "gold_iqm", "gap_iqm", "gap_low", "gap_high", "kl_to_ref_iqm",
+            "fit_alpha", "fit_beta", "d_peak"]
+    rows = []
+    for env in [e for e in sweep.envs if is_textgen(e)]:
+        for algo in sweep.algos:
+            sel = runs[(runs.env == env) & (runs.algo == algo)]
+            if sel.empty or "gold" not in sel:
+                continue
+            pts = points[(points.env == env) & (points.algo == algo)]
+            alpha, beta = fit_rl_form(pts.d, pts.gold_gain)
+            gap = iqm_ci(sel["gap"], seed)
+            rows.append({
+                "env": env, "algo": algo, "n": len(sel),
+                "proxy_iqm": iqm_ci(sel["proxy"], seed)[0], "gold_iqm": iqm_ci(sel["gold"], seed)[0],
+                "gap_iqm": gap[0], "gap_low": gap[1], "gap_high": gap[2],
+                "kl_to_ref_iqm": iqm_ci(sel["kl_to_ref"], seed)[0],
+                "fit_alpha": alpha, "fit_beta": beta,
+                # R(d) = d(α − β log d) peaks where α − β(log d + 1) = 0.
+                "d_peak": float(np.exp(alpha / beta - 1)) if np.isfinite(beta) and beta > 0 else np.nan,
+            })
+    return pd.DataFrame(rows, columns=cols)
+
