@@ -6,17 +6,24 @@ import torch
 from torch import Tensor
 
 
-def masked_mean(x: Tensor, mask: Tensor, agg: str = "token") -> Tensor:
-    """Mean of x over valid entries. `token`: Σ x·m / Σ m; `sequence` ([N, T] only): mean over rows of row means."""
+def masked_mean(x: Tensor, mask: Tensor, agg: str = "token", seq: Tensor | None = None) -> Tensor:
+    """Mean of x over valid entries. `token`: Σ x·m / Σ m. `sequence`: the mean over sequences of each
+    sequence's mean, where a sequence is a row of [N, T] input, or the entries of flat [B] input sharing an
+    id in `seq` (e.g. the steps of one episode)."""
     if agg == "sequence" and x.dim() == 2:
         per_row = (x * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         return per_row[mask.sum(dim=1) > 0].mean()
+    if agg == "sequence" and seq is not None:
+        ids = torch.unique(seq, return_inverse=True)[1]
+        sums = torch.zeros(int(ids.max()) + 1).index_add(0, ids, x * mask)
+        counts = torch.zeros_like(sums).index_add(0, ids, mask)
+        return (sums / counts.clamp(min=1.0))[counts > 0].mean()
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def pg_loss(logp: Tensor, adv: Tensor, mask: Tensor, agg: str = "token") -> Tensor:
+def pg_loss(logp: Tensor, adv: Tensor, mask: Tensor, agg: str = "token", seq: Tensor | None = None) -> Tensor:
     """Vanilla policy gradient: L = −E[log π(a|s) · A]."""
-    return -masked_mean(logp * adv, mask, agg)
+    return -masked_mean(logp * adv, mask, agg, seq)
 
 
 def clipped_surrogate(
@@ -27,14 +34,15 @@ def clipped_surrogate(
     clip_low: float | None,
     clip_high: float | None,
     agg: str = "token",
+    seq: Tensor | None = None,
 ) -> Tensor:
     """PPO: L = −E[min(r·A, clip(r, 1−ε_low, 1+ε_high)·A)], r = π/π_old; clip_low None → −E[r·A]."""
     ratio = torch.exp(logp - logp_old)
     if clip_low is None:
-        return -masked_mean(ratio * adv, mask, agg)
+        return -masked_mean(ratio * adv, mask, agg, seq)
     high = clip_low if clip_high is None else clip_high
     clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + high)
-    return -masked_mean(torch.min(ratio * adv, clipped * adv), mask, agg)
+    return -masked_mean(torch.min(ratio * adv, clipped * adv), mask, agg, seq)
 
 
 def value_loss(values: Tensor, targets: Tensor, mask: Tensor) -> Tensor:

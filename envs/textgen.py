@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -30,8 +30,19 @@ VOCAB = 14
 TOKEN_TEXT = "0123456789!$|."
 """One character per token id: "!" = BANG, "$" = EOS, "|" = SEP, "." = PAD."""
 
+BUDGETS = {"smoke": 1_500, "quick": 20_000, "full": 60_000}
+"""Env steps (= generated tokens, EOS included) per run and preset: smoke ≈ 2 updates of a 128-completion
+batch (~1–2 s); quick ≈ 30 such updates: ppo without KL finds the loophole in ~15 updates and settles."""
+ALGO_OVERRIDES = {"gamma": 1.0, "n_envs": 16, "eval_every": 2, "ppo_kl.kl_coef": 1.0, "grpo.kl_coef": 1.0}
+"""Matrix settings on TextGen (`ALGO.FIELD` for one algorithm): undiscounted outcome reward, 16 prompts per
+update, an evaluation every 2 updates (256 held-out prompts cost ~10 ms) to resolve gold's rise-then-fall, and
+β = 1. With a per-token KL against unit-scale (normalised or group z-scored) advantages, the presets' β ≈ 0.05
+barely restrains the policy here (measured: KL ≈ 12 nats per answer vs 14 for ppo); β = 1 keeps it < 0.5 nats
+while gold still improves (DESIGN §4 measured β ∈ 0.5–3)."""
+
+
 HOLDOUT_SEED = 20240601
-"""Seeds the permutation that splits all 10^prompt_len prompts into held-out (evaluation) and training prompts."""
+"""Seeds the permutation splitting all 10^prompt_len prompts into held-out (evaluation) and training ones."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,7 @@ class TextGenConfig:
         if not 2 <= self.prompt_len <= 6:
             raise ValueError(f"prompt_len = {self.prompt_len}: must be in [2, 6]")
         if self.max_new_tokens < self.prompt_len:
-            raise ValueError(f"max_new_tokens = {self.max_new_tokens}: must be >= prompt_len = {self.prompt_len}")
+            raise ValueError(f"max_new_tokens = {self.max_new_tokens}: must be >= {self.prompt_len}")
         if not 0 < self.eval_prompts < 10**self.prompt_len // 2:
             raise ValueError(f"eval_prompts = {self.eval_prompts}: must be in (0, 10^prompt_len / 2)")
         for name in ("swap_prob", "bang_prob"):
@@ -137,11 +148,11 @@ def score_answer(prompt: list[int], answer: list[int], bang_bonus: float) -> tup
 
 
 def batch_rewards(prompts: np.ndarray, completions: np.ndarray, bang_bonus: float) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorized `score_answer`: prompts [N, P], completions [N, T] (anything after the first EOS is ignored).
+    """Vectorized `score_answer`: prompts [N, P], completions [N, T] (what follows the first EOS is ignored).
 
     Returns (proxy [N], gold [N]) as float64.
     """
-    n, t = completions.shape
+    t = completions.shape[1]
     p = prompts.shape[1]
     target = np.sort(prompts, axis=1)
     pos = np.arange(t)
@@ -194,28 +205,35 @@ class TextGenEnv(gym.Env):
     demonstrations did), so a policy can find the loophole by sampling and reinforce it.
 
     ## Arguments
-    Any field of `TextGenConfig`, e.g. `gym.make("rlbench/TextGen-v0", reward="gold")`.
+    Any field of `TextGenConfig`, e.g. `gym.make("rlbench/TextGen-v0", reward="gold")`; with a larger
+    `max_new_tokens` also pass `max_episode_steps`. `reset(options={"prompt": [3, 1, 4, 1]})` sets the prompt.
     """
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(self, **settings: Any) -> None:
         self.cfg = TextGenConfig(**settings)
         self.prompt_len, self.max_new_tokens = self.cfg.prompt_len, self.cfg.max_new_tokens
         self.action_space = gym.spaces.Discrete(N_ACTIONS)
-        self.observation_space = gym.spaces.MultiDiscrete(np.full(self.prompt_len + 1 + self.max_new_tokens, VOCAB))
+        width = self.prompt_len + 1 + self.max_new_tokens
+        self.observation_space = gym.spaces.MultiDiscrete(np.full(width, VOCAB))
         self.prompt: list[int] = []
         self.answer: list[int] = []
 
     def _obs(self) -> np.ndarray:
         obs = np.full(self.observation_space.shape, PAD, dtype=np.int64)
-        written = self.prompt + [SEP] + self.answer
+        written = [*self.prompt, SEP, *self.answer]
         obs[: len(written)] = written
         return obs
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        self.prompt = sample_prompts(self.np_random, 1, self.cfg)[0].tolist()
+        if options is not None and "prompt" in options:
+            self.prompt = [int(d) for d in options["prompt"]]
+            if len(self.prompt) != self.prompt_len or not all(0 <= d < DIGITS for d in self.prompt):
+                raise ValueError(f"options['prompt'] = {options['prompt']!r}: need {self.prompt_len} digits")
+        else:
+            self.prompt = sample_prompts(self.np_random, 1, self.cfg)[0].tolist()
         self.answer = []
         return self._obs(), {}
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
 from rlbench.reports import stats as S
 from rlbench.reports.data import is_textgen
 
@@ -55,8 +56,12 @@ def _resample_pooled(rng: np.random.Generator, strata: list[np.ndarray], reps: i
 
 
 def two_group_effect(
-    x: list[np.ndarray], y: list[np.ndarray], kind: str = "ratio", statistic: str = "IQM",
-    reps: int = REPS, seed: int = 0,
+    x: list[np.ndarray],
+    y: list[np.ndarray],
+    kind: str = "ratio",
+    statistic: str = "IQM",
+    reps: int = REPS,
+    seed: int = 0,
 ) -> S.Interval:
     """stat(X) / stat(Y) (kind="ratio") or stat(X) − stat(Y) ("diff") with a stratified bootstrap interval.
 
@@ -91,9 +96,7 @@ def _slope(xc: list[np.ndarray], ys: list[np.ndarray]) -> np.ndarray:
     return num / den
 
 
-def doubling_factor(
-    g: list[np.ndarray], values: list[np.ndarray], reps: int = REPS, seed: int = 0
-) -> S.Interval:
+def doubling_factor(g: list[np.ndarray], values: list[np.ndarray], reps: int = REPS, seed: int = 0) -> S.Interval:
     """Factor by which a positive per-run value changes per doubling of G: 2^slope of log2(value) on log2(G).
 
     g, values: per env, the runs' group sizes and values. The slope is the within-env least-squares slope;
@@ -172,8 +175,13 @@ class Claim:
     def reason(self) -> str:
         """Why a test is inconclusive or missing, for the report."""
         notes = [
-            f"{r.metric}: {r.note or f'the 95% interval [{r.interval.low:.3g}, {r.interval.high:.3g}] includes no effect ({r.null:g})'}"
-            for r in self.tests if r.verdict == INCONCLUSIVE
+            f"{r.metric}: "
+            + (
+                r.note
+                or f"the 95% interval [{r.interval.low:.3g}, {r.interval.high:.3g}] includes no effect ({r.null:g})"
+            )
+            for r in self.tests
+            if r.verdict == INCONCLUSIVE
         ]
         return "; ".join(filter(None, [self.note, *notes]))
 
@@ -188,8 +196,19 @@ def _by_env(runs: pd.DataFrame, algos, column: str, envs) -> list[np.ndarray]:
 
 
 def compare(
-    runs: pd.DataFrame, x_algos, y_algos, column: str, *, metric: str, kind: str, direction: int,
-    statistic: str = "IQM", envs=None, role: str = "test", seed: int = 0, label: str | None = None,
+    runs: pd.DataFrame,
+    x_algos,
+    y_algos,
+    column: str,
+    *,
+    metric: str,
+    kind: str,
+    direction: int,
+    statistic: str = "IQM",
+    envs=None,
+    role: str = "test",
+    seed: int = 0,
+    label: str | None = None,
 ) -> Row:
     """A two-group comparison row over the envs where both groups have finished runs."""
     x_algos, y_algos = list(x_algos), list(y_algos)
@@ -226,8 +245,18 @@ def _group_rows(runs: pd.DataFrame, column: str, metric: str, direction: int, ro
         note = "needs GRPO runs at 2 or more group sizes"
     elif not np.isfinite(ci.low):
         note = "needs at least 2 successful runs per group size"
-    return Row(metric, f"GRPO over G = {', '.join(map(str, sizes)) or '—'}", "factor per doubling of G", 1.0,
-               direction, ci, len(grp), 0, role, note)
+    return Row(
+        metric,
+        f"GRPO over G = {', '.join(map(str, sizes)) or '—'}",
+        "factor per doubling of G",
+        1.0,
+        direction,
+        ci,
+        len(grp),
+        0,
+        role,
+        note,
+    )
 
 
 def evaluate_claims(runs: pd.DataFrame, seed: int = 0) -> list[Claim]:
@@ -240,77 +269,296 @@ def evaluate_claims(runs: pd.DataFrame, seed: int = 0) -> list[Claim]:
     grpo = [a for a in algos if not runs[(runs.algo == a) & runs.group_size.notna()].empty]
     kw = {"seed": seed}
 
-    c1 = Claim("C1", "Raw (\"absolute\") rewards give high-variance gradient estimates.",
-               "relative gradient variance E‖g_k − ḡ‖²/‖ḡ‖² (K disjoint minibatches, mean over updates): pg vs the "
-               "other algorithms pooled; > 1 means pg's gradients are noisier")
+    c1 = Claim(
+        "C1",
+        'Raw ("absolute") rewards give high-variance gradient estimates.',
+        "relative gradient variance E‖g_k − ḡ‖²/‖ḡ‖² (K disjoint minibatches, mean over updates): pg vs the "
+        "other algorithms pooled; > 1 means pg's gradients are noisier",
+    )
     others = [a for a in algos if a != "pg"]
-    c1.rows.append(compare(runs, ["pg"], others, "grad_rel_var", metric="gradient relative variance",
-                           kind="ratio", direction=+1, label="pg vs all others", **kw))
-    c1.rows.append(compare(runs, ["pg"], others, "grad_cosine", metric="gradient cosine similarity",
-                           kind="diff", direction=-1, role="context", label="pg vs all others", **kw))
+    c1.rows.append(
+        compare(
+            runs,
+            ["pg"],
+            others,
+            "grad_rel_var",
+            metric="gradient relative variance",
+            kind="ratio",
+            direction=+1,
+            label="pg vs all others",
+            **kw,
+        )
+    )
+    c1.rows.append(
+        compare(
+            runs,
+            ["pg"],
+            others,
+            "grad_cosine",
+            metric="gradient cosine similarity",
+            kind="diff",
+            direction=-1,
+            role="context",
+            label="pg vs all others",
+            **kw,
+        )
+    )
     for a in others:
-        c1.rows.append(compare(runs, ["pg"], [a], "grad_rel_var", metric="gradient relative variance",
-                               kind="ratio", direction=+1, role="context", **kw))
+        c1.rows.append(
+            compare(
+                runs,
+                ["pg"],
+                [a],
+                "grad_rel_var",
+                metric="gradient relative variance",
+                kind="ratio",
+                direction=+1,
+                role="context",
+                **kw,
+            )
+        )
 
-    c2 = Claim("C2", "A learned critic baseline lowers that variance without biasing the gradient.",
-               "relative gradient variance, critic vs pg (< 1 supports); returns as context",
-               note="unbiasedness needs an MDP with a known gradient and is not measured by a sweep")
-    c2.rows.append(compare(runs, ["critic"], ["pg"], "grad_rel_var", metric="gradient relative variance",
-                           kind="ratio", direction=-1, **kw))
-    c2.rows.append(compare(runs, ["critic"], ["pg"], "adv_std", metric="advantage std",
-                           kind="ratio", direction=-1, role="context", **kw))
-    c2.rows.append(compare(classic, ["critic"], ["pg"], "final_return", metric="final return",
-                           kind="diff", direction=+1, role="context", **kw))
-    c2.rows.append(compare(classic, ["critic"], ["pg"], "auc", metric="area under the return curve",
-                           kind="diff", direction=+1, role="context", **kw))
+    c2 = Claim(
+        "C2",
+        "A learned critic baseline lowers that variance without biasing the gradient.",
+        "relative gradient variance, critic vs pg (< 1 supports); returns as context",
+        note="unbiasedness needs an MDP with a known gradient and is not measured by a sweep",
+    )
+    c2.rows.append(
+        compare(
+            runs,
+            ["critic"],
+            ["pg"],
+            "grad_rel_var",
+            metric="gradient relative variance",
+            kind="ratio",
+            direction=-1,
+            **kw,
+        )
+    )
+    c2.rows.append(
+        compare(
+            runs,
+            ["critic"],
+            ["pg"],
+            "adv_std",
+            metric="advantage std",
+            kind="ratio",
+            direction=-1,
+            role="context",
+            **kw,
+        )
+    )
+    c2.rows.append(
+        compare(
+            classic,
+            ["critic"],
+            ["pg"],
+            "final_return",
+            metric="final return",
+            kind="diff",
+            direction=+1,
+            role="context",
+            **kw,
+        )
+    )
+    c2.rows.append(
+        compare(
+            classic,
+            ["critic"],
+            ["pg"],
+            "auc",
+            metric="area under the return curve",
+            kind="diff",
+            direction=+1,
+            role="context",
+            **kw,
+        )
+    )
 
-    c3 = Claim("C3", "PPO's clip keeps each update small and training stable.",
-               "approx KL(π_old‖π_new) per update (ratio < 1) and max drawdown of the evaluation return curve "
-               "(difference < 0), ppo vs critic")
-    c3.rows.append(compare(runs, ["ppo"], ["critic"], "approx_kl", metric="approx KL per update",
-                           kind="ratio", direction=-1, **kw))
-    c3.rows.append(compare(classic, ["ppo"], ["critic"], "drawdown", metric="max drawdown (fraction of range)",
-                           kind="diff", direction=-1, statistic="mean", **kw))
-    c3.rows.append(compare(classic, ["ppo"], ["critic"], "collapsed", metric="collapse rate",
-                           kind="diff", direction=-1, statistic="mean", role="context", **kw))
-    c3.rows.append(compare(classic, ["ppo"], ["critic"], "final_return", metric="across-seed std of final return",
-                           kind="ratio", direction=-1, statistic="std", role="context", **kw))
-    c3.rows.append(compare(runs, ["ppo"], ["critic"], "clip_fraction", metric="clip fraction",
-                           kind="diff", direction=+1, role="context", **kw))
+    c3 = Claim(
+        "C3",
+        "PPO's clip keeps each update small and training stable.",
+        "approx KL(π_old‖π_new) per update (ratio < 1) and max drawdown of the evaluation return curve "
+        "(difference < 0), ppo vs critic",
+    )
+    c3.rows.append(
+        compare(runs, ["ppo"], ["critic"], "approx_kl", metric="approx KL per update", kind="ratio", direction=-1, **kw)
+    )
+    c3.rows.append(
+        compare(
+            classic,
+            ["ppo"],
+            ["critic"],
+            "drawdown",
+            metric="max drawdown (fraction of range)",
+            kind="diff",
+            direction=-1,
+            statistic="mean",
+            **kw,
+        )
+    )
+    c3.rows.append(
+        compare(
+            classic,
+            ["ppo"],
+            ["critic"],
+            "collapsed",
+            metric="collapse rate",
+            kind="diff",
+            direction=-1,
+            statistic="mean",
+            role="context",
+            **kw,
+        )
+    )
+    c3.rows.append(
+        compare(
+            classic,
+            ["ppo"],
+            ["critic"],
+            "final_return",
+            metric="across-seed std of final return",
+            kind="ratio",
+            direction=-1,
+            statistic="std",
+            role="context",
+            **kw,
+        )
+    )
+    c3.rows.append(
+        compare(
+            runs,
+            ["ppo"],
+            ["critic"],
+            "clip_fraction",
+            metric="clip fraction",
+            kind="diff",
+            direction=+1,
+            role="context",
+            **kw,
+        )
+    )
 
-    c4 = Claim("C4", "A KL penalty to a frozen reference model limits reward hacking.",
-               "final proxy − gold reward gap on TextGen, ppo_kl − ppo (< 0 supports); KL to reference as context")
+    c4 = Claim(
+        "C4",
+        "A KL penalty to a frozen reference model limits reward hacking.",
+        "final proxy − gold reward gap on TextGen, ppo_kl − ppo (< 0 supports); KL to reference as context",
+    )
     if textgen.empty or "gap" not in textgen:
         c4.note = "no TextGen runs in this sweep (run with --envs rlbench/TextGen-v0)"
-        c4.rows.append(Row("proxy − gold gap", "ppo_kl vs ppo", "difference of IQMs", 0.0, -1,
-                           note="no TextGen runs"))
+        c4.rows.append(Row("proxy − gold gap", "ppo_kl vs ppo", "difference of IQMs", 0.0, -1, note="no TextGen runs"))
     else:
-        c4.rows.append(compare(textgen, ["ppo_kl"], ["ppo"], "gap", metric="proxy − gold gap",
-                               kind="diff", direction=-1, **kw))
-        c4.rows.append(compare(textgen, ["ppo_kl"], ["ppo"], "kl_to_ref", metric="KL to reference",
-                               kind="ratio", direction=-1, role="context", **kw))
-        c4.rows.append(compare(textgen, ["ppo_kl"], ["ppo"], "gold", metric="gold reward",
-                               kind="diff", direction=+1, role="context", **kw))
+        c4.rows.append(
+            compare(textgen, ["ppo_kl"], ["ppo"], "gap", metric="proxy − gold gap", kind="diff", direction=-1, **kw)
+        )
+        c4.rows.append(
+            compare(
+                textgen,
+                ["ppo_kl"],
+                ["ppo"],
+                "kl_to_ref",
+                metric="KL to reference",
+                kind="ratio",
+                direction=-1,
+                role="context",
+                **kw,
+            )
+        )
+        c4.rows.append(
+            compare(
+                textgen,
+                ["ppo_kl"],
+                ["ppo"],
+                "gold",
+                metric="gold reward",
+                kind="diff",
+                direction=+1,
+                role="context",
+                **kw,
+            )
+        )
         if grpo:
-            c4.rows.append(compare(textgen, grpo, ["ppo"], "gap", metric="proxy − gold gap",
-                                   kind="diff", direction=-1, role="context", label="grpo (all G) vs ppo", **kw))
+            c4.rows.append(
+                compare(
+                    textgen,
+                    grpo,
+                    ["ppo"],
+                    "gap",
+                    metric="proxy − gold gap",
+                    kind="diff",
+                    direction=-1,
+                    role="context",
+                    label="grpo (all G) vs ppo",
+                    **kw,
+                )
+            )
 
-    c5 = Claim("C5", "GRPO drops the critic (less memory and compute per update) and gets its baseline from a "
-               "group of G samples; larger G lowers variance but costs more samples.",
-               "grpo (all G) vs ppo: update FLOPs per env step and parameters (ratios < 1); across G: gradient "
-               "relative variance (factor per doubling < 1) and env steps per update (factor > 1)")
+    c5 = Claim(
+        "C5",
+        "GRPO drops the critic (less memory and compute per update) and gets its baseline from a "
+        "group of G samples; larger G lowers variance but costs more samples.",
+        "grpo (all G) vs ppo: update FLOPs per env step and parameters (ratios < 1); across G: gradient "
+        "relative variance (factor per doubling < 1) and env steps per update (factor > 1)",
+    )
     if not grpo:
         c5.note = "no GRPO runs in this sweep"
-    c5.rows.append(compare(runs, grpo, ["ppo"], "update_flops_per_env_step", metric="update FLOPs per env step",
-                           kind="ratio", direction=-1, label="grpo (all G) vs ppo", **kw))
-    c5.rows.append(compare(runs, grpo, ["ppo"], "params_total", metric="parameters (policy + critic)",
-                           kind="ratio", direction=-1, label="grpo (all G) vs ppo", **kw))
+    c5.rows.append(
+        compare(
+            runs,
+            grpo,
+            ["ppo"],
+            "update_flops_per_env_step",
+            metric="update FLOPs per env step",
+            kind="ratio",
+            direction=-1,
+            label="grpo (all G) vs ppo",
+            **kw,
+        )
+    )
+    c5.rows.append(
+        compare(
+            runs,
+            grpo,
+            ["ppo"],
+            "params_total",
+            metric="parameters (policy + critic)",
+            kind="ratio",
+            direction=-1,
+            label="grpo (all G) vs ppo",
+            **kw,
+        )
+    )
     c5.rows.append(_group_rows(runs, "grad_rel_var", "gradient relative variance", -1, "test", seed))
     c5.rows.append(_group_rows(runs, "env_steps_per_update", "env steps per update", +1, "test", seed))
-    c5.rows.append(compare(runs, grpo, ["ppo"], "peak_rss_mb", metric="peak resident memory",
-                           kind="ratio", direction=-1, role="context", label="grpo (all G) vs ppo", **kw))
-    c5.rows.append(compare(runs, grpo, ["ppo"], "wall_time_s", metric="wall time",
-                           kind="ratio", direction=-1, role="context", label="grpo (all G) vs ppo", **kw))
+    c5.rows.append(
+        compare(
+            runs,
+            grpo,
+            ["ppo"],
+            "peak_rss_mb",
+            metric="peak resident memory",
+            kind="ratio",
+            direction=-1,
+            role="context",
+            label="grpo (all G) vs ppo",
+            **kw,
+        )
+    )
+    c5.rows.append(
+        compare(
+            runs,
+            grpo,
+            ["ppo"],
+            "wall_time_s",
+            metric="wall time",
+            kind="ratio",
+            direction=-1,
+            role="context",
+            label="grpo (all G) vs ppo",
+            **kw,
+        )
+    )
     c5.rows.append(_group_rows(classic, "auc", "area under the return curve", -1, "context", seed))
     return [c1, c2, c3, c4, c5]
 
@@ -320,11 +568,23 @@ def claims_table(claims: list[Claim]) -> pd.DataFrame:
     rows = []
     for c in claims:
         for r in c.rows:
-            rows.append({
-                "claim": c.id, "claim_verdict": c.verdict, "role": r.role, "metric": r.metric,
-                "comparison": r.comparison, "effect": r.effect, "point": r.interval.point,
-                "low": r.interval.low, "high": r.interval.high, "no_effect": r.null,
-                "claimed_direction": ">" if r.direction > 0 else "<", "verdict": r.verdict,
-                "n_x": r.n_x, "n_y": r.n_y, "note": r.note,
-            })
+            rows.append(
+                {
+                    "claim": c.id,
+                    "claim_verdict": c.verdict,
+                    "role": r.role,
+                    "metric": r.metric,
+                    "comparison": r.comparison,
+                    "effect": r.effect,
+                    "point": r.interval.point,
+                    "low": r.interval.low,
+                    "high": r.interval.high,
+                    "no_effect": r.null,
+                    "claimed_direction": ">" if r.direction > 0 else "<",
+                    "verdict": r.verdict,
+                    "n_x": r.n_x,
+                    "n_y": r.n_y,
+                    "note": r.note,
+                }
+            )
     return pd.DataFrame(rows)

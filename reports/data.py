@@ -23,7 +23,14 @@ DONE = ("ok", "diverged", "env_nan")
 # Colour-blind-safe qualitative palette (Okabe & Ito 2008; Wong 2011, Nature Methods 8:441) with Paul Tol's
 # olive in place of Okabe–Ito yellow (too faint on white), then Tol's muted scheme for user-added variants.
 OKABE_ITO = (
-    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#999933", "#000000",
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#D55E00",
+    "#CC79A7",
+    "#56B4E9",
+    "#999933",
+    "#000000",
 )
 TOL_MUTED = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499")
 FIXED_COLOURS = {

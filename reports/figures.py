@@ -21,8 +21,13 @@ from matplotlib import ticker as mticker
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-STYLE = {"svg.hashsalt": "rlbench", "svg.fonttype": "none", "figure.dpi": 110, "savefig.dpi": 130,
-         "legend.frameon": False}
+STYLE = {
+    "svg.hashsalt": "rlbench",
+    "svg.fonttype": "none",
+    "figure.dpi": 110,
+    "savefig.dpi": 130,
+    "legend.frameon": False,
+}
 PANEL_W, PANEL_H = 4.2, 3.1
 
 
@@ -44,14 +49,29 @@ def _legend(fig: plt.Figure, algos, colours: dict[str, str], extra: list | None 
         longest = max(len(h.get_label()) for h in handles)
         max_cols = max(1, int(fig.get_figwidth() / (0.75 + 0.085 * longest)))
         rows = -(-len(handles) // max_cols)
-        fig.legend(handles=handles, loc="outside lower center", ncol=-(-len(handles) // rows), title=title,
-                   fontsize="medium", title_fontsize="medium")
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncol=-(-len(handles) // rows),
+            title=title,
+            fontsize="medium",
+            title_fontsize="medium",
+        )
 
 
 def _no_data(ax: plt.Axes, message: str) -> None:
     ax.set_axis_off()
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes,
-            fontsize="medium", color="0.35", bbox={"boxstyle": "round", "fc": "0.95", "ec": "0.7"})
+    ax.text(
+        0.5,
+        0.5,
+        message,
+        ha="center",
+        va="center",
+        transform=ax.transAxes,
+        fontsize="medium",
+        color="0.35",
+        bbox={"boxstyle": "round", "fc": "0.95", "ec": "0.7"},
+    )
 
 
 def _short_steps(ax: plt.Axes) -> None:
@@ -117,8 +137,9 @@ def learning_curves(curves: pd.DataFrame, envs, algos, colours, folder: Path, mi
 # 2. Variance
 
 
-def variance(env: str, cos: pd.DataFrame, relvar: pd.DataFrame, runs: pd.DataFrame, algos, colours,
-             folder: Path, stem: str) -> str:
+def variance(
+    env: str, cos: pd.DataFrame, relvar: pd.DataFrame, runs: pd.DataFrame, algos, colours, folder: Path, stem: str
+) -> str:
     fig, axes = _figure(1, 3)
     used = set()
     for ax, df, ylabel, log, title in (
@@ -140,10 +161,33 @@ def variance(env: str, cos: pd.DataFrame, relvar: pd.DataFrame, runs: pd.DataFra
         used |= set(order)
         with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated `vert` to bxp
             warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
-            sns.boxplot(data=r, x="algo", y="final_return", order=order, hue="algo", palette=colours, ax=ax,
-                        legend=False, showfliers=False, boxprops={"alpha": 0.35}, width=0.6)
-        sns.stripplot(data=r, x="algo", y="final_return", order=order, hue="algo", palette=colours, ax=ax,
-                      legend=False, size=5, edgecolor="0.2", linewidth=0.6, jitter=0.15)
+            sns.boxplot(
+                data=r,
+                x="algo",
+                y="final_return",
+                order=order,
+                hue="algo",
+                palette=colours,
+                ax=ax,
+                legend=False,
+                showfliers=False,
+                boxprops={"alpha": 0.35},
+                width=0.6,
+            )
+        sns.stripplot(
+            data=r,
+            x="algo",
+            y="final_return",
+            order=order,
+            hue="algo",
+            palette=colours,
+            ax=ax,
+            legend=False,
+            size=5,
+            edgecolor="0.2",
+            linewidth=0.6,
+            jitter=0.15,
+        )
         ax.set(xlabel="", ylabel="final evaluation return", title="final return across seeds")
         ax.tick_params(axis="x", rotation=45)
     _legend(fig, [a for a in algos if a in used], colours)
@@ -176,8 +220,9 @@ def _bars(ax, df: pd.DataFrame, value: str, low: str | None, high: str | None, a
     return list(d.index)
 
 
-def stability(env: str, curves: dict[str, pd.DataFrame], table: pd.DataFrame, algos, colours,
-              folder: Path, stem: str) -> str:
+def stability(
+    env: str, curves: dict[str, pd.DataFrame], table: pd.DataFrame, algos, colours, folder: Path, stem: str
+) -> str:
     """approx KL, clip fraction, entropy, KL to reference over training; drawdown and collapse rate per algo."""
     fig, axes = _figure(2, 3)
     used = set()
@@ -198,11 +243,33 @@ def stability(env: str, curves: dict[str, pd.DataFrame], table: pd.DataFrame, al
         used |= set(_band(ax, d, algos, colours, log=log))
         ax.set(xlabel="env steps", ylabel=ylabel, title=col)
     t = table[(table.env == env) & (table.n > 0)]
-    used |= set(_bars(axes[1, 1], t, "drawdown_iqm", "drawdown_iqm_low", "drawdown_iqm_high", algos,
-                      colours, "max drawdown (fraction of range)", "drawdown of eval return (IQM, 95% CI)"))
+    used |= set(
+        _bars(
+            axes[1, 1],
+            t,
+            "drawdown_iqm",
+            "drawdown_iqm_low",
+            "drawdown_iqm_high",
+            algos,
+            colours,
+            "max drawdown (fraction of range)",
+            "drawdown of eval return (IQM, 95% CI)",
+        )
+    )
     ax = axes[1, 2]
-    used |= set(_bars(ax, t, "collapse_rate", None, None, algos, colours, "collapse rate (share of seeds)",
-                      "collapse: final < ½ best"))
+    used |= set(
+        _bars(
+            ax,
+            t,
+            "collapse_rate",
+            None,
+            None,
+            algos,
+            colours,
+            "collapse rate (share of seeds)",
+            "collapse: final < ½ best",
+        )
+    )
     _legend(fig, [a for a in algos if a in used], colours)
     fig.suptitle(f"{env}: stability (curves: IQM over seeds with 95% band)")
     return save(fig, folder, stem)
@@ -240,8 +307,7 @@ def compute(env: str, cost: pd.DataFrame, final: pd.DataFrame, algos, colours, f
     ax.set(ylabel="FLOPs per update (log)", title="FLOPs per update")
     ax = axes[0, 2]
     ax.bar(x, c.params_policy, color=cols)
-    ax.bar(x, c.params_critic.fillna(0), bottom=c.params_policy, color=cols, alpha=0.45, hatch="//",
-           edgecolor="0.3")
+    ax.bar(x, c.params_critic.fillna(0), bottom=c.params_policy, color=cols, alpha=0.45, hatch="//", edgecolor="0.3")
     ax.set_xticks(x, order, rotation=45, ha="right")
     ax.set(ylabel="parameters (count)", title="parameters: policy / critic")
     ax = axes[0, 3]
@@ -263,8 +329,11 @@ def compute(env: str, cost: pd.DataFrame, final: pd.DataFrame, algos, colours, f
         fx, fy = zip(*front)
         ax.step(fx, fy, where="post", color="0.4", ls="--", lw=1, zorder=1)
     ax.set(xlabel="wall time per run (s)", ylabel="final return (IQM, 95% CI)", title="return vs compute (Pareto)")
-    extra = [Patch(fc="0.6", label="rollout | policy"), Patch(fc="0.85", hatch="//", ec="0.3", label="update | critic"),
-             Line2D([], [], color="0.4", ls="--", label="Pareto front")]
+    extra = [
+        Patch(fc="0.6", label="rollout | policy"),
+        Patch(fc="0.85", hatch="//", ec="0.3", label="update | critic"),
+        Line2D([], [], color="0.4", ls="--", label="Pareto front"),
+    ]
     _legend(fig, order, colours, extra, title=None)
     fig.suptitle(f"{env}: compute cost (means over seeds)")
     return save(fig, folder, stem)
@@ -276,10 +345,12 @@ def compute(env: str, cost: pd.DataFrame, final: pd.DataFrame, algos, colours, f
 
 def group_size(table: pd.DataFrame, envs, colours, folder: Path) -> str:
     envs = [e for e in envs if not table.empty and table[(table.env == e) & table.group_size.notna()].shape[0]]
-    specs = (("final_return_iqm", "final_return_low", "final_return_high", "final return (IQM, 95% CI)", False),
-             ("grad_rel_var_iqm", "grad_rel_var_low", "grad_rel_var_high", "gradient relative variance (log)", True),
-             ("env_steps_per_update", None, None, "env steps per update", True),
-             ("wall_time_s", None, None, "wall time per run (s)", False))
+    specs = (
+        ("final_return_iqm", "final_return_low", "final_return_high", "final return (IQM, 95% CI)", False),
+        ("grad_rel_var_iqm", "grad_rel_var_low", "grad_rel_var_high", "gradient relative variance (log)", True),
+        ("env_steps_per_update", None, None, "env steps per update", True),
+        ("wall_time_s", None, None, "wall time per run (s)", False),
+    )
     fig, axes = _figure(max(1, len(envs)), 4, w=3.9, h=3.2)
     if not envs:
         for ax in axes.flat:
@@ -298,8 +369,13 @@ def group_size(table: pd.DataFrame, envs, colours, folder: Path) -> str:
             for r in g.itertuples():
                 y = getattr(r, col)
                 if lo and np.isfinite(getattr(r, lo)):
-                    ax.errorbar(r.group_size, y, yerr=[[y - getattr(r, lo)], [getattr(r, hi) - y]],
-                                color=colours[r.algo], capsize=3)
+                    ax.errorbar(
+                        r.group_size,
+                        y,
+                        yerr=[[y - getattr(r, lo)], [getattr(r, hi) - y]],
+                        color=colours[r.algo],
+                        capsize=3,
+                    )
                 ax.scatter(r.group_size, y, color=colours[r.algo], s=55, edgecolor="0.2", zorder=3)
             if not ppo.empty and np.isfinite(ppo[col].iloc[0]):
                 ax.axhline(ppo[col].iloc[0], color=colours.get("ppo", "0.3"), ls="--", lw=1.3)
@@ -327,13 +403,24 @@ def group_size(table: pd.DataFrame, envs, colours, folder: Path) -> str:
 # 6. Reward hacking
 
 
-def reward_hacking(points: pd.DataFrame, proxy: pd.DataFrame, gold: pd.DataFrame, fits: pd.DataFrame,
-                   envs, algos, colours, folder: Path) -> str:
+def reward_hacking(
+    points: pd.DataFrame,
+    proxy: pd.DataFrame,
+    gold: pd.DataFrame,
+    fits: pd.DataFrame,
+    envs,
+    algos,
+    colours,
+    folder: Path,
+) -> str:
     """Proxy and gold reward vs env steps; gold gain vs d = sqrt(KL) with the RL-form fit d(α − β log d)."""
     if points.empty:
         fig, ax = plt.subplots(figsize=(8, 2.0), layout="constrained")
-        _no_data(ax, "Reward hacking: no TextGen runs in this sweep, so there is nothing to plot.\n"
-                     "Add --envs rlbench/TextGen-v0 to measure proxy vs gold reward and KL to reference.")
+        _no_data(
+            ax,
+            "Reward hacking: no TextGen runs in this sweep, so there is nothing to plot.\n"
+            "Add --envs rlbench/TextGen-v0 to measure proxy vs gold reward and KL to reference.",
+        )
         return save(fig, folder, "reward_hacking")
     envs = list(dict.fromkeys(points.env))
     fig, axes = _figure(len(envs), 2, w=5.2, h=3.8)
@@ -364,8 +451,11 @@ def reward_hacking(points: pd.DataFrame, proxy: pd.DataFrame, gold: pd.DataFrame
                 dd = np.linspace(max(1e-3, s.d[s.d > 0].min()), s.d.max(), 100)
                 ax.plot(dd, dd * (f.fit_alpha.iloc[0] - f.fit_beta.iloc[0] * np.log(dd)), color=colours[a], lw=2)
         ax.axhline(0, color="0.5", lw=0.8)
-        ax.set(xlabel="d = √KL(π‖π_ref)  (√nats)", ylabel="gold reward − reference's gold",
-               title="gold vs distance, fit R(d) = d(α − β log d)")
+        ax.set(
+            xlabel="d = √KL(π‖π_ref)  (√nats)",
+            ylabel="gold reward − reference's gold",
+            title="gold vs distance, fit R(d) = d(α − β log d)",
+        )
     extra = [Line2D([], [], color="0.3", ls="-", label="proxy"), Line2D([], [], color="0.3", ls="--", label="gold")]
     _legend(fig, [a for a in algos if a in used], colours, extra)
     fig.suptitle("Reward hacking on TextGen (IQM over seeds with 95% band; points: per update)")
@@ -416,8 +506,10 @@ def improvement(poi: pd.DataFrame, colours, folder: Path, tasks: str) -> str:
     ax.margins(y=0.04)
     ax.set_yticks(y, [f"P({r.x} > {r.y})" for r in poi.itertuples()])
     ax.set_xlim(-0.02, 1.02)
-    ax.set(xlabel="probability of improvement (0.5 = no difference)",
-           title=f"Probability of improvement, 95% CIs ({tasks})")
+    ax.set(
+        xlabel="probability of improvement (0.5 = no difference)",
+        title=f"Probability of improvement, 95% CIs ({tasks})",
+    )
     return save(fig, folder, "improvement")
 
 
@@ -434,7 +526,11 @@ def profiles(profile: pd.DataFrame, algos, colours, folder: Path, tasks: str) ->
         used.append(a)
         ax.plot(d.tau, d.fraction, color=colours[a], lw=1.8, drawstyle="steps-post")
         ax.fill_between(d.tau, d.low, d.high, color=colours[a], alpha=0.15, lw=0, step="post")
-    ax.set(xlabel="normalized score τ (0 = random, 1 = solved)", ylabel="fraction of runs with score > τ",
-           ylim=(-0.02, 1.02), title=f"Performance profiles ({tasks})")
+    ax.set(
+        xlabel="normalized score τ (0 = random, 1 = solved)",
+        ylabel="fraction of runs with score > τ",
+        ylim=(-0.02, 1.02),
+        title=f"Performance profiles ({tasks})",
+    )
     _legend(fig, used, colours)
     return save(fig, folder, "profiles")

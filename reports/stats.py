@@ -160,9 +160,7 @@ def normalize(scores: ArrayLike, low: ArrayLike, high: ArrayLike) -> np.ndarray:
     lo, hi = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
     for name, v in (("low", lo), ("high", hi)):
         if v.ndim > 1 or (v.ndim == 1 and v.shape[0] != a.shape[-1]):
-            raise ValueError(
-                f"{name} must be a scalar or have one entry per task ({a.shape[-1]}), got {v.shape}"
-            )
+            raise ValueError(f"{name} must be a scalar or have one entry per task ({a.shape[-1]}), got {v.shape}")
         _check_finite(v, name)
     if np.any(hi == lo):
         raise ValueError("high equals low for some task; the normalization would divide by zero")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from rlbench.reports import stats as S
 from rlbench.reports.data import Sweep, algo_sort_key, is_textgen
 
@@ -75,7 +76,7 @@ def _tail_mean(df: pd.DataFrame, col: str, frac: float = 0.1) -> float:
     if col not in df:
         return np.nan
     v = df[col].to_numpy(dtype=float)
-    v = v[-max(1, round(len(v) * frac)):]
+    v = v[-max(1, round(len(v) * frac)) :]
     v = v[np.isfinite(v)]
     return float(v.mean()) if v.size else np.nan
 
@@ -182,7 +183,8 @@ def per_run(sweep: Sweep) -> pd.DataFrame:
                 gold=_tail_mean(m, "textgen/gold_reward"),
                 gold_gain=_tail_mean(m, "textgen/gold_reward") - gold0,
                 gap=_tail_mean(m, "textgen/gap"),
-                kl_to_ref=_tail_mean(m, "textgen/kl_ref_seq") if "textgen/kl_ref_seq" in m
+                kl_to_ref=_tail_mean(m, "textgen/kl_ref_seq")
+                if "textgen/kl_ref_seq" in m
                 else _tail_mean(m, "train/kl_ref"),
             )
             if not e.empty and {"eval/gold_mean", "eval/proxy_mean"} <= set(e.columns):
@@ -216,17 +218,21 @@ def final_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:
     """IQM of final evaluation return and of the area under the evaluation curve, with mean and std."""
     t = cell_table(sweep, runs, {"final_return": "final_return_iqm", "auc": "auc_iqm"}, seed)
     stats = runs.groupby(["env", "algo"])["final_return"].agg(["mean", "std"]) if not runs.empty else None
-    t["final_return_mean"] = [stats["mean"].get((e, a), np.nan) if stats is not None else np.nan
-                              for e, a in zip(t.env, t.algo)]
-    t["final_return_std"] = [stats["std"].get((e, a), np.nan) if stats is not None else np.nan
-                             for e, a in zip(t.env, t.algo)]
+    t["final_return_mean"] = [
+        stats["mean"].get((e, a), np.nan) if stats is not None else np.nan for e, a in zip(t.env, t.algo)
+    ]
+    t["final_return_std"] = [
+        stats["std"].get((e, a), np.nan) if stats is not None else np.nan for e, a in zip(t.env, t.algo)
+    ]
     t["cell"] = np.where(t["n"] == 0, "missing", np.where(t["n"] < t["n_runs"], "partial", "complete"))
     return t
 
 
 def variance_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:
     t = cell_table(
-        sweep, runs, {"grad_rel_var": "grad_rel_var_iqm", "grad_cosine": "grad_cosine_iqm", "adv_std": "adv_std_iqm"},
+        sweep,
+        runs,
+        {"grad_rel_var": "grad_rel_var_iqm", "grad_cosine": "grad_cosine_iqm", "adv_std": "adv_std_iqm"},
         seed,
     )
     std = runs.groupby(["env", "algo"])["final_return"].std() if not runs.empty else pd.Series(dtype=float)
@@ -236,9 +242,16 @@ def variance_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 def stability_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:
     t = cell_table(
-        sweep, runs,
-        {"approx_kl": "approx_kl_iqm", "clip_fraction": "clip_fraction_iqm", "entropy": "entropy_iqm",
-         "kl_ref": "kl_ref_iqm", "explained_variance": "explained_variance_iqm", "drawdown": "drawdown_iqm"},
+        sweep,
+        runs,
+        {
+            "approx_kl": "approx_kl_iqm",
+            "clip_fraction": "clip_fraction_iqm",
+            "entropy": "entropy_iqm",
+            "kl_ref": "kl_ref_iqm",
+            "explained_variance": "explained_variance_iqm",
+            "drawdown": "drawdown_iqm",
+        },
         seed,
     )
     for col, name in (("collapsed", "collapse_rate"), ("diverged", "divergence_rate")):
@@ -249,9 +262,20 @@ def stability_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame
 
 def compute_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
     """openrlbenchmark-style runtime table: mean over finished seeds per env × algorithm."""
-    cols = ["env_steps_per_s", "wall_time_s", "rollout_time_s", "update_time_s", "flops_per_update",
-            "update_flops_per_env_step", "params_policy", "params_critic", "params_total", "peak_rss_mb",
-            "env_steps_per_update", "updates"]
+    cols = [
+        "env_steps_per_s",
+        "wall_time_s",
+        "rollout_time_s",
+        "update_time_s",
+        "flops_per_update",
+        "update_flops_per_env_step",
+        "params_policy",
+        "params_critic",
+        "params_total",
+        "peak_rss_mb",
+        "env_steps_per_update",
+        "updates",
+    ]
     rows = []
     for env, algo in _cells(sweep):
         sel = runs[(runs["env"] == env) & (runs["algo"] == algo)] if not runs.empty else runs
@@ -270,8 +294,11 @@ def group_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:
     if runs.empty or runs["group_size"].isna().all():
         return pd.DataFrame(columns=["env", "algo", "group_size", "n"])
     rows = []
-    sel_algos = [a for a in sweep.algos
-                 if a == "ppo" or (not runs[runs.algo == a].empty and runs[runs.algo == a].group_size.notna().all())]
+    sel_algos = [
+        a
+        for a in sweep.algos
+        if a == "ppo" or (not runs[runs.algo == a].empty and runs[runs.algo == a].group_size.notna().all())
+    ]
     for env in sweep.envs:
         for algo in sel_algos:
             sel = runs[(runs.env == env) & (runs.algo == algo)]
@@ -281,8 +308,15 @@ def group_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:
             for col in ("final_return", "grad_rel_var", "grad_cosine"):
                 p, lo, hi, _ = iqm_ci(sel[col], seed)
                 row |= {f"{col}_iqm": p, f"{col}_low": lo, f"{col}_high": hi}
-            for col in ("env_steps_per_update", "wall_time_s", "update_time_s", "updates",
-                        "update_flops_per_env_step", "peak_rss_mb", "params_total"):
+            for col in (
+                "env_steps_per_update",
+                "wall_time_s",
+                "update_time_s",
+                "updates",
+                "update_flops_per_env_step",
+                "peak_rss_mb",
+                "params_total",
+            ):
                 row[col] = float(_finite(sel[col]).mean()) if _finite(sel[col]).size else np.nan
             rows.append(row)
     return pd.DataFrame(rows)
@@ -299,7 +333,9 @@ def missing_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
     present = {(r.env, r.algo, int(r.seed)): r.status for r in sweep.runs.itertuples()}
     rows = [
         {"env": e, "algo": a, "seed": s, "status": present.get((e, a, s), "absent")}
-        for e, a in _cells(sweep) for s in sweep.seeds if (e, a, s) not in have
+        for e, a in _cells(sweep)
+        for s in sweep.seeds
+        if (e, a, s) not in have
     ]
     return pd.DataFrame(rows, columns=["env", "algo", "seed", "status"])
 
@@ -341,8 +377,9 @@ def curves(sweep: Sweep, column: str, seed: int, bins: int = BINS, frame: str = 
             for b in range(bins):
                 p, lo, hi_, n = iqm_ci(mat[:, b], seed)
                 if n:
-                    rows.append({"env": env, "algo": algo, "env_steps": centres[b], "iqm": p, "low": lo,
-                                 "high": hi_, "n": n})
+                    rows.append(
+                        {"env": env, "algo": algo, "env_steps": centres[b], "iqm": p, "low": lo, "high": hi_, "n": n}
+                    )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -390,8 +427,17 @@ def aggregate_table(scores: dict[str, np.ndarray], seed: int) -> pd.DataFrame:
     rows = []
     for name, fn in AGGREGATES.items():
         for algo, ci in S.aggregate_intervals(scores, fn, reps=REPS, seed=seed).items():
-            rows.append({"metric": name, "algo": algo, "n": scores[algo].shape[0],
-                         "tasks": scores[algo].shape[1], "point": ci.point, "low": ci.low, "high": ci.high})
+            rows.append(
+                {
+                    "metric": name,
+                    "algo": algo,
+                    "n": scores[algo].shape[0],
+                    "tasks": scores[algo].shape[1],
+                    "point": ci.point,
+                    "low": ci.low,
+                    "high": ci.high,
+                }
+            )
     return pd.DataFrame(rows, columns=["metric", "algo", "n", "tasks", "point", "low", "high"])
 
 
@@ -400,8 +446,7 @@ def improvement_pairs(algos) -> list[tuple[str, str]]:
     present = set(algos)
     pairs = [(x, y) for x, y in (("critic", "pg"), ("ppo", "critic"), ("ppo_kl", "ppo")) if {x, y} <= present]
     if "ppo" in present:
-        pairs += [(a, "ppo") for a in sorted(present, key=algo_sort_key)
-                  if a not in ("pg", "critic", "ppo", "ppo_kl")]
+        pairs += [(a, "ppo") for a in sorted(present, key=algo_sort_key) if a not in ("pg", "critic", "ppo", "ppo_kl")]
     return pairs
 
 
@@ -409,8 +454,17 @@ def improvement_table(scores: dict[str, np.ndarray], seed: int) -> pd.DataFrame:
     rows = []
     for x, y in improvement_pairs(scores):
         ci = S.probability_of_improvement_ci(scores[x], scores[y], reps=REPS, seed=seed)
-        rows.append({"x": x, "y": y, "p_x_better": ci.point, "low": ci.low, "high": ci.high,
-                     "n_x": scores[x].shape[0], "n_y": scores[y].shape[0]})
+        rows.append(
+            {
+                "x": x,
+                "y": y,
+                "p_x_better": ci.point,
+                "low": ci.low,
+                "high": ci.high,
+                "n_x": scores[x].shape[0],
+                "n_y": scores[y].shape[0],
+            }
+        )
     return pd.DataFrame(rows, columns=["x", "y", "p_x_better", "low", "high", "n_x", "n_y"])
 
 
@@ -422,8 +476,10 @@ def profile_table(scores: dict[str, np.ndarray], seed: int, points: int = 41) ->
     rows = []
     for algo, s in scores.items():
         band = S.performance_profile_ci(s, taus, reps=REPS, seed=seed)
-        rows += [{"algo": algo, "tau": t, "fraction": p, "low": lo, "high": hi}
-                 for t, p, lo, hi in zip(taus, band.point, band.low, band.high)]
+        rows += [
+            {"algo": algo, "tau": t, "fraction": p, "low": lo, "high": hi}
+            for t, p, lo, hi in zip(taus, band.point, band.low, band.high)
+        ]
     return pd.DataFrame(rows)
 
 
@@ -444,18 +500,37 @@ def hacking_points(sweep: Sweep) -> pd.DataFrame:
         d = np.sqrt(m["textgen/kl_ref_seq"].clip(lower=0))
     else:
         d = np.sqrt(m["train/kl_ref"].clip(lower=0))
-    out = pd.DataFrame({
-        "env": m.env, "algo": m.algo, "seed": m.seed, "env_steps": m.env_steps,
-        "proxy": m.get("textgen/proxy_reward", np.nan), "gold": m["textgen/gold_reward"], "d": d,
-    })
+    out = pd.DataFrame(
+        {
+            "env": m.env,
+            "algo": m.algo,
+            "seed": m.seed,
+            "env_steps": m.env_steps,
+            "proxy": m.get("textgen/proxy_reward", np.nan),
+            "gold": m["textgen/gold_reward"],
+            "d": d,
+        }
+    )
     out["gold_gain"] = out["gold"] - out.groupby(["env", "algo", "seed"])["gold"].transform("first")
     return out.reset_index(drop=True)
 
 
 def hacking_table(sweep: Sweep, runs: pd.DataFrame, points: pd.DataFrame, seed: int) -> pd.DataFrame:
     """Per TextGen env × algo: final proxy, gold, gap, KL (IQM over seeds) and the RL-form fit (α, β)."""
-    cols = ["env", "algo", "n", "proxy_iqm", "gold_iqm", "gap_iqm", "gap_low", "gap_high", "kl_to_ref_iqm",
-            "fit_alpha", "fit_beta", "d_peak"]
+    cols = [
+        "env",
+        "algo",
+        "n",
+        "proxy_iqm",
+        "gold_iqm",
+        "gap_iqm",
+        "gap_low",
+        "gap_high",
+        "kl_to_ref_iqm",
+        "fit_alpha",
+        "fit_beta",
+        "d_peak",
+    ]
     rows = []
     for env in [e for e in sweep.envs if is_textgen(e)]:
         for algo in sweep.algos:
@@ -465,14 +540,21 @@ def hacking_table(sweep: Sweep, runs: pd.DataFrame, points: pd.DataFrame, seed: 
             pts = points[(points.env == env) & (points.algo == algo)]
             alpha, beta = fit_rl_form(pts.d, pts.gold_gain)
             gap = iqm_ci(sel["gap"], seed)
-            rows.append({
-                "env": env, "algo": algo, "n": len(sel),
-                "proxy_iqm": iqm_ci(sel["proxy"], seed)[0], "gold_iqm": iqm_ci(sel["gold"], seed)[0],
-                "gap_iqm": gap[0], "gap_low": gap[1], "gap_high": gap[2],
-                "kl_to_ref_iqm": iqm_ci(sel["kl_to_ref"], seed)[0],
-                "fit_alpha": alpha, "fit_beta": beta,
-                # R(d) = d(α − β log d) peaks where α − β(log d + 1) = 0.
-                "d_peak": float(np.exp(alpha / beta - 1)) if np.isfinite(beta) and beta > 0 else np.nan,
-            })
+            rows.append(
+                {
+                    "env": env,
+                    "algo": algo,
+                    "n": len(sel),
+                    "proxy_iqm": iqm_ci(sel["proxy"], seed)[0],
+                    "gold_iqm": iqm_ci(sel["gold"], seed)[0],
+                    "gap_iqm": gap[0],
+                    "gap_low": gap[1],
+                    "gap_high": gap[2],
+                    "kl_to_ref_iqm": iqm_ci(sel["kl_to_ref"], seed)[0],
+                    "fit_alpha": alpha,
+                    "fit_beta": beta,
+                    # R(d) = d(α − β log d) peaks where α − β(log d + 1) = 0.
+                    "d_peak": float(np.exp(alpha / beta - 1)) if np.isfinite(beta) and beta > 0 else np.nan,
+                }
+            )
     return pd.DataFrame(rows, columns=cols)
-

@@ -11,13 +11,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from rlbench import store
 from rlbench.algos import DESCRIPTIONS, LADDER, PRESETS
-from rlbench.contract import check_contract
-from rlbench.executor import LocalExecutor, Outcome
+from rlbench.executor import LocalExecutor, Outcome, check_contract_isolated
 from rlbench.matrix import (
     BUILTIN_ENVS,
     DEFAULT_GROUP_SIZES,
@@ -28,10 +28,11 @@ from rlbench.matrix import (
     check_env_id,
     get_preset,
     load_matrix_file,
-    parse_set,
-    resolve_envs,
     parse_ints,
     parse_list,
+    parse_set,
+    resolve_algos,
+    resolve_envs,
 )
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -39,11 +40,13 @@ console = Console()
 if not console.is_terminal:
     console = Console(width=max(console.width, 120))
 errors = Console(stderr=True)
+if not errors.is_terminal:
+    errors = Console(stderr=True, width=max(errors.width, 200))
 
 
 def fail(message: str) -> typer.Exit:
     """Print a clear error and return the exit (code 2) for the caller to raise."""
-    errors.print(f"[bold red]Error:[/] {message}", highlight=False)
+    errors.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)
     return typer.Exit(2)
 
 
@@ -55,20 +58,32 @@ def matrix_fingerprint(cells: list[Cell]) -> str:
 
 @app.command()
 def run(
-    algos: Annotated[Optional[str], typer.Option(help="Comma-separated algorithm names, or 'all' (the ladder) [default: all].")] = None,
-    envs: Annotated[Optional[str], typer.Option(help="Comma-separated env ids, 'classic' or 'all' [default: the preset's].")] = None,
+    algos: Annotated[
+        Optional[str], typer.Option(help="Comma-separated algorithm names, or 'all' (the ladder) [default: all].")
+    ] = None,
+    envs: Annotated[
+        Optional[str], typer.Option(help="Comma-separated env ids, 'classic' or 'all' [default: the preset's].")
+    ] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Number of seeds (0..N-1) [default: the preset's].")] = None,
     seed_list: Annotated[Optional[str], typer.Option(help="Explicit comma-separated seeds, e.g. 3,7,11.")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Budget preset: smoke, quick or full [default: quick].")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Env-step budget per run, overriding the preset.")] = None,
-    group_sizes: Annotated[Optional[str], typer.Option(help="GRPO group sizes G, one matrix column per G [default: 2,4,8,16].")] = None,
+    group_sizes: Annotated[
+        Optional[str], typer.Option(help="GRPO group sizes G, one matrix column per G [default: 2,4,8,16].")
+    ] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a setting: [ALGO.]FIELD=VALUE (repeatable).")] = [],
-    matrix: Annotated[Optional[Path], typer.Option(help="TOML matrix file; flags given on the command line override it.")] = None,
-    env_kwargs: Annotated[Optional[str], typer.Option(help='JSON keyword arguments for the envs, e.g. \'{"size": 8}\'.')] = None,
+    matrix: Annotated[
+        Optional[Path], typer.Option(help="TOML matrix file; flags given on the command line override it.")
+    ] = None,
+    env_kwargs: Annotated[
+        Optional[str], typer.Option(help="JSON keyword arguments for the envs, e.g. '{\"size\": 8}'.")
+    ] = None,
     jobs: Annotated[int, typer.Option(help="Worker processes running in parallel.")] = os.cpu_count() or 1,
     out: Annotated[Optional[Path], typer.Option(help="Sweep directory [default: runs/<preset>-<matrix hash>].")] = None,
     time_limit: Annotated[Optional[float], typer.Option(help="Per-run wall-clock limit in seconds.")] = None,
-    force_new: Annotated[bool, typer.Option(help="Discard runs in --out that were made with a different config.")] = False,
+    force_new: Annotated[
+        bool, typer.Option(help="Discard runs in --out that were made with a different config.")
+    ] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not render the report at the end.")] = False,
 ) -> None:
     """Run a matrix of algorithms × envs × seeds; finished runs in the sweep directory are skipped (resume)."""
@@ -103,9 +118,9 @@ def run(
             preset_name=preset,
             seeds=seed_values,
             steps=steps if steps is not None else spec.get("steps"),
-            group_sizes=parse_ints(group_sizes, "--group-sizes") if group_sizes is not None else list(
-                spec.get("group_sizes", DEFAULT_GROUP_SIZES)
-            ),
+            group_sizes=parse_ints(group_sizes, "--group-sizes")
+            if group_sizes is not None
+            else list(spec.get("group_sizes", DEFAULT_GROUP_SIZES)),
             sets=spec.get("set", []) + [parse_set(item) for item in set_],
         )
         problems = contract_problems(cells)
@@ -133,7 +148,7 @@ def run(
     if failed:
         errors.print(f"{len(failed)} run(s) failed:")
         for o in failed:
-            errors.print(f"  {o.run_dir}: {o.reason}", highlight=False)
+            errors.print(f"  {o.run_dir}: {o.reason}", highlight=False, markup=False)
         raise typer.Exit(1)
 
 
@@ -142,20 +157,32 @@ def run_locked(cells: list[Cell], out: Path, jobs: int, time_limit: float | None
     conflicts = store.conflicting_runs(out, [c.to_dict() for c in cells], [c.run_dir(out) for c in cells])
     if conflicts and not force_new:
         shown = "\n  ".join(map(str, conflicts[:5])) + ("\n  …" if len(conflicts) > 5 else "")
-        raise fail(f"{len(conflicts)} run(s) in {out} were made with a different config:\n  {shown}\n"
-                   "use a new --out, or --force-new to discard them and start again")
+        raise fail(
+            f"{len(conflicts)} run(s) in {out} were made with a different config:\n  {shown}\n"
+            "use a new --out, or --force-new to discard them and start again"
+        )
     for run_dir in conflicts:
         shutil.rmtree(run_dir)
-    store.write_json(out / "sweep.json", {"fingerprint": matrix_fingerprint(cells), "cells": [c.to_dict() for c in cells]})
+    store.write_json(
+        out / "sweep.json", {"fingerprint": matrix_fingerprint(cells), "cells": [c.to_dict() for c in cells]}
+    )
     console.print(f"rlbench: {len(cells)} runs → [bold]{out}[/] (jobs={jobs})")
-    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("runs", total=len(cells))
 
         def on_done(outcome: Outcome) -> None:
             if outcome.status not in ("ok", "skipped"):
-                progress.console.print(f"[yellow]{outcome.status}[/] {outcome.run_dir}: {outcome.reason}", highlight=False)
+                progress.console.print(
+                    f"[yellow]{outcome.status}[/] {escape(f'{outcome.run_dir}: {outcome.reason}')}", highlight=False
+                )
             progress.advance(bar)
 
         try:
@@ -172,7 +199,7 @@ def contract_problems(cells: list[Cell]) -> list[str]:
         key = (cell.env_id, json.dumps(cell.env_kwargs, sort_keys=True))
         needs[key] = needs.get(key, False) or cell.algo.advantage == "group"
     for (env_id, kwargs), seeded in needs.items():
-        for check in check_contract(env_id, json.loads(kwargs), seeded_reset=seeded):
+        for check in check_contract_isolated(env_id, json.loads(kwargs), seeded_reset=seeded):
             if not check.ok:
                 problems.append(f"  {env_id}: {check.name}: {check.detail}")
     return problems
@@ -205,12 +232,12 @@ def print_results(out: Path) -> None:
         return
     done = df[df["status"].isin(["ok", "diverged", "env_nan"])]
     for env, rows in done.groupby("env", sort=False):
-        table = Table(title=f"{env} (mean ± std over seeds)")
+        table = Table(title=f"{escape(env)} (mean ± std over seeds)")
         for col in ("algo", "n", "final return", "wall time (s)", "env steps/s", "grad cosine", "grad rel. var"):
             table.add_column(col, justify="right" if col != "algo" else "left")
         for algo, g in sorted(rows.groupby("algo", sort=False), key=lambda item: algo_order(item[0])):
             table.add_row(
-                algo,
+                escape(algo),
                 str(len(g)),
                 f"{g.final_return.mean():.1f} ± {g.final_return.std(ddof=0):.1f}",
                 f"{g.wall_time_s.mean():.1f}",
@@ -244,6 +271,69 @@ def report(out: Annotated[Path, typer.Argument(help="A sweep directory written b
     write_report(out)
 
 
+bench_app = typer.Typer(help="Throughput benchmarks, measured side by side in one process.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("textgen")
+def bench_textgen(
+    algos: Annotated[str, typer.Option(help="Comma-separated algorithms to measure side by side.")] = "ppo,grpo",
+    repeats: Annotated[int, typer.Option(help="Updates measured per algorithm (medians are shown).")] = 10,
+) -> None:
+    """Tokens/s of TextGen generation and of one training update, per algorithm (one torch thread)."""
+    from rlbench.envs.textgen_bench import benchmark
+
+    try:
+        names = resolve_algos(parse_list(algos, "--algos"))
+        if repeats <= 0:
+            raise MatrixError(f"--repeats must be > 0, got {repeats}")
+    except MatrixError as err:
+        raise fail(str(err)) from None
+    rows = [benchmark(name, repeats=repeats) for name in names]
+    table = Table(title=f"TextGen throughput (median of {repeats} updates, 1 thread)")
+    for col in ("algo", "sequences/update", "tokens/update", "generate tok/s", "update tok/s", "update ÷ generate"):
+        table.add_column(col, justify="right" if col != "algo" else "left")
+    for row in rows:
+        table.add_row(
+            row["algo"],
+            str(row["sequences_per_update"]),
+            f"{row['tokens_per_update']:.0f}",
+            f"{row['collect_tokens_per_s']:,.0f}",
+            f"{row['update_tokens_per_s']:,.0f}",
+            f"{row['update_s'] / row['collect_s']:.1f}×",
+        )
+    console.print(table)
+    sft = rows[0]
+    console.print(
+        f"SFT reference: gold {sft['sft_gold_sampled']:.3f} sampled, {sft['sft_gold_greedy']:.3f} greedy "
+        f"(trained in {sft['sft_time_s']:.1f} s, or loaded from the cache)"
+    )
+
+
+@app.command()
+def fingerprints(
+    update: Annotated[bool, typer.Option("--update", help="Rewrite the stored fingerprints deliberately.")] = False,
+) -> None:
+    """Compare every preset's short seeded run with tests/regression/ (or rewrite them with --update)."""
+    from rlbench import fingerprints as fp
+
+    if update:
+        changes = fp.regenerate()
+        console.print("\n".join(changes) if changes else "fingerprints unchanged", markup=False)
+        return
+    failed = False
+    for env_id in fp.ENVS:
+        for name in PRESETS:
+            path = fp.path_for(fp.DEFAULT_DIR, name, env_id)
+            diffs = fp.compare(fp.load(path), fp.compute(name, env_id)) if path.is_file() else [f"missing {path}"]
+            failed |= bool(diffs)
+            console.print(
+                f"{env_id}/{name}: " + ("same" if not diffs else "\n  ".join(["DIFFERENT", *diffs])), markup=False
+            )
+    if failed:
+        raise typer.Exit(1)
+
+
 @app.command("check-env")
 def check_env_cmd(
     env_id: Annotated[str, typer.Argument(help="A Gymnasium id, e.g. CartPole-v1 or mypkg.envs:Thing-v0.")],
@@ -255,13 +345,13 @@ def check_env_cmd(
         check_env_id(env_id)
     except MatrixError as err:
         raise fail(str(err)) from None
-    table = Table(title=f"check-env {env_id}")
+    table = Table(title=f"check-env {escape(env_id)}")
     for col in ("check", "verdict", "detail"):
         table.add_column(col)
-    checks = check_contract(env_id, kwargs, seeded_reset=True)
+    checks = check_contract_isolated(env_id, kwargs, seeded_reset=True)
     for check in checks:
         verdict = "[green]pass[/]" if check.ok else "[bold red]FAIL[/]"
-        table.add_row(check.name, verdict, check.detail)
+        table.add_row(check.name, verdict, escape(check.detail))
     console.print(table)
     if not all(c.ok for c in checks):
         raise typer.Exit(1)
@@ -274,8 +364,16 @@ def list_() -> None:
     for col in ("name", "in all", "advantage", "policy loss", "critic", "KL β", "collect", "description"):
         algos.add_column(col)
     for name, cfg in PRESETS.items():
-        algos.add_row(name, "yes" if name in LADDER else "", cfg.advantage, cfg.policy_loss,
-                      "yes" if cfg.uses_critic else "no", f"{cfg.kl_coef:g}", cfg.collect, DESCRIPTIONS[name])
+        algos.add_row(
+            name,
+            "yes" if name in LADDER else "",
+            cfg.advantage,
+            cfg.policy_loss,
+            "yes" if cfg.uses_critic else "no",
+            f"{cfg.kl_coef:g}",
+            cfg.collect,
+            DESCRIPTIONS[name],
+        )
     console.print(algos)
     envs = Table(title="environments (env steps per run)")
     envs.add_column("id")

@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils.env_checker import check_env
 
+from rlbench.envs import TASK_BUILDERS
 from rlbench.policies import MLPPolicy
 
 ROLLOUT_STEPS = 300
@@ -40,7 +41,9 @@ def _gymnasium_checker(env: gym.Env) -> Check:
     return Check("gymnasium check_env", True, "; ".join(notes))
 
 
-def _spaces(env: gym.Env) -> Check:
+def _spaces(env: gym.Env, env_id: str) -> Check:
+    if env_id in TASK_BUILDERS:
+        return Check("supported spaces", True, f"its own task builder {TASK_BUILDERS[env_id]} handles them")
     try:
         MLPPolicy(env.observation_space, env.action_space, hidden=1)
     except ValueError as err:
@@ -52,8 +55,11 @@ def _seeded_reset(env: gym.Env) -> Check:
     first, _ = env.reset(seed=1234)
     again, _ = env.reset(seed=1234)
     if not np.array_equal(np.asarray(first), np.asarray(again)):
-        return Check("seeded reset reproducible", False,
-                     "reset(seed=1234) twice gave different observations; GRPO groups need the same start state")
+        return Check(
+            "seeded reset reproducible",
+            False,
+            "reset(seed=1234) twice gave different observations; GRPO groups need the same start state",
+        )
     env.action_space.seed(0)
     actions = [env.action_space.sample() for _ in range(5)]
     trace = []
@@ -72,8 +78,11 @@ def _rollout(env: gym.Env, max_episode: int) -> list[Check]:
     length, ended = 0, False
     for step in range(1, max(ROLLOUT_STEPS, max_episode + 1) + 1):
         if not env.observation_space.contains(obs):
-            problems.setdefault("observations in space", f"step {step - 1}: {obs!r} is not in {env.observation_space}"
-                                f" (dtype {getattr(obs, 'dtype', type(obs).__name__)})")
+            problems.setdefault(
+                "observations in space",
+                f"step {step - 1}: {obs!r} is not in {env.observation_space}"
+                f" (dtype {getattr(obs, 'dtype', type(obs).__name__)})",
+            )
         obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
         length += 1
         if not math.isfinite(float(reward)):
@@ -88,10 +97,17 @@ def _rollout(env: gym.Env, max_episode: int) -> list[Check]:
             length = 0
         elif length > max_episode:
             break
-    checks = [Check(name, name not in problems, problems.get(name, ""))
-              for name in ("observations in space", "finite rewards", "finite observations")]
-    checks.append(Check("episode ends within the step limit", ended,
-                        "" if ended else f"no episode ended within {max_episode} random steps"))
+    checks = [
+        Check(name, name not in problems, problems.get(name, ""))
+        for name in ("observations in space", "finite rewards", "finite observations")
+    ]
+    checks.append(
+        Check(
+            "episode ends within the step limit",
+            ended,
+            "" if ended else f"no episode ended within {max_episode} random steps",
+        )
+    )
     return checks
 
 
@@ -102,8 +118,8 @@ def check_contract(env_id: str, env_kwargs: dict[str, Any] | None = None, seeded
     except Exception as err:
         return [Check("make", False, f"gym.make({env_id!r}) failed: {type(err).__name__}: {err}")]
     limit = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else MAX_EPISODE
-    checks = [_gymnasium_checker(env), _spaces(env)]
-    for check in ([_seeded_reset] if seeded_reset else []):
+    checks = [_gymnasium_checker(env), _spaces(env, env_id)]
+    for check in [_seeded_reset] if seeded_reset else []:
         try:
             checks.append(check(env))
         except Exception as err:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rlbench import store
+from rlbench.contract import Check
 from rlbench.matrix import Cell
 
 
@@ -41,9 +42,10 @@ def execute_cell(cell_data: dict[str, Any], run_dir: str, meta: dict[str, Any]) 
         store.write_parquet(path / store.EVALS, result.evals)
         store.write_json(path / store.SUMMARY, result.summary)
     except Exception as err:
-        store.write_json(path / store.FAILURE, {
-            "status": "failed", "reason": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()
-        })
+        store.write_json(
+            path / store.FAILURE,
+            {"status": "failed", "reason": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()},
+        )
         raise SystemExit(1) from None
 
 
@@ -52,14 +54,52 @@ def run_config(cell: Cell, meta: dict[str, Any]) -> dict[str, Any]:
     return {**cell.to_dict(), **meta, "torch_threads": 1}
 
 
+def worker_context() -> mp.context.BaseContext:
+    """The forkserver context every worker comes from; the server preloads torch and the training code once."""
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", "rlbench.train"])
+    return context
+
+
+def _contract_child(conn, env_id: str, env_kwargs: dict[str, Any], seeded_reset: bool) -> None:
+    from rlbench.contract import check_contract
+
+    conn.send(check_contract(env_id, env_kwargs, seeded_reset))
+    conn.close()
+
+
+def check_contract_isolated(
+    env_id: str, env_kwargs: dict[str, Any], seeded_reset: bool, timeout: float = 30.0
+) -> list[Check]:
+    """rlbench.contract.check_contract in a worker process: an env that crashes or hangs fails the check
+    instead of taking the command down with it."""
+    context = worker_context()
+    receiver, sender = context.Pipe(duplex=False)
+    proc = context.Process(target=_contract_child, args=(sender, env_id, env_kwargs, seeded_reset))
+    proc.start()
+    sender.close()
+    try:
+        if not receiver.poll(timeout):
+            return [Check("contract check", False, f"the env did not finish the checks within {timeout:g} s")]
+        try:
+            return receiver.recv()
+        except EOFError:
+            proc.join()
+            return [Check("contract check", False, f"the env crashed the checking process (exit code {proc.exitcode})")]
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        receiver.close()
+
+
 class LocalExecutor:
     """Runs cells in up to `jobs` worker processes; a per-run time limit kills runs that hang."""
 
     def __init__(self, jobs: int, time_limit: float | None = None) -> None:
         self.jobs = jobs
         self.time_limit = time_limit
-        self.context = mp.get_context("forkserver")
-        self.context.set_forkserver_preload(["__main__", "rlbench.train"])
+        self.context = worker_context()
 
     def run(self, cells: list[Cell], out: Path, on_done: Callable[[Outcome], None]) -> list[Outcome]:
         meta = store.provenance()
@@ -114,6 +154,10 @@ class LocalExecutor:
             return Outcome(cell, run_dir, summary["status"], summary.get("reason", ""))
         if (run_dir / store.FAILURE).is_file():
             return Outcome(cell, run_dir, "failed", store.read_json(run_dir / store.FAILURE)["reason"])
-        reason = f"worker killed by signal {-exitcode}" if exitcode and exitcode < 0 else f"worker exited with code {exitcode}"
+        reason = (
+            f"worker killed by signal {-exitcode}"
+            if exitcode and exitcode < 0
+            else f"worker exited with code {exitcode}"
+        )
         store.write_json(run_dir / store.FAILURE, {"status": "failed", "reason": reason, "exit_code": exitcode})
         return Outcome(cell, run_dir, "failed", reason)

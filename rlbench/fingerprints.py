@@ -1,9 +1,9 @@
 """Regression fingerprints: a short seeded CartPole run of every algorithm preset, stored and compared.
 
-A fingerprint is the per-update metrics (without the wall-clock `time/*` columns) and evaluation rows of
-`train(preset, "CartPole-v1", seed=SEED, total_steps=STEPS)` run with one torch thread, plus the resolved
-config and the environment it was produced in. `tests/regression/<algo>.json` holds one per preset;
-`tests/test_fingerprints.py` recomputes them and fails on any difference.
+A fingerprint is the per-update metrics (without the wall-clock `time/*` columns) and evaluation rows of a
+short seeded run of a preset on CartPole-v1 or TextGen (`ENVS`), run with one torch thread, plus the resolved
+config and the environment it was produced in. `tests/regression/<env>/<algo>.json` holds one per (env,
+preset); `tests/test_fingerprints.py` recomputes them and fails on any difference.
 
 Comparison rule (DESIGN §6: results are reproducible per seed, config, platform, torch version and thread
 count):
@@ -31,12 +31,11 @@ from typing import Any
 
 import torch
 
-ENV_ID = "CartPole-v1"
-"""The environment every fingerprint runs on."""
+ENVS = {"CartPole-v1": 2048, "rlbench/TextGen-v0": 1500}
+"""Env → env-step budget of its fingerprint runs (CartPole: 4 PPO updates of 8 × 64 steps; TextGen: a few
+updates of generated tokens). Each runs with the env's matrix settings, as `rlbench run` would."""
 SEED = 0
 """Training seed of the fingerprint run."""
-STEPS = 2048
-"""Env-step budget: 4 PPO updates of 8 × 64 steps, ~10 episode-mode updates; well under a second each."""
 EVAL_EPISODES = 2
 """Held-out evaluation episodes (at the end of the run)."""
 GROUP_SIZE = 4
@@ -56,12 +55,13 @@ DEFAULT_DIR = Path(__file__).resolve().parents[1] / "tests" / "regression"
 """tests/regression/ of the source checkout."""
 
 
-def config_for(algo_name: str):
-    """The preset as fingerprinted: group presets with G = GROUP_SIZE."""
-    from rlbench.algos import PRESETS
+def cell_for(algo_name: str, env_id: str):
+    """The run as fingerprinted: the matrix's resolution of the preset on env_id (group presets at G =
+    GROUP_SIZE), seed SEED, the env's fingerprint budget."""
+    from rlbench.matrix import EnvRequest, build_cells
 
-    cfg = PRESETS[algo_name]
-    return cfg.replace(group_size=GROUP_SIZE) if cfg.advantage == "group" else cfg
+    (cell,) = build_cells([algo_name], [EnvRequest(env_id)], "smoke", [SEED], ENVS[env_id], [GROUP_SIZE], [])
+    return dataclasses.replace(cell, eval_episodes=EVAL_EPISODES)
 
 
 def environment() -> dict[str, Any]:
@@ -84,32 +84,41 @@ def environment() -> dict[str, Any]:
     }
 
 
-def compute(algo_name: str) -> dict[str, Any]:
-    """Run the preset's short seeded CartPole run with THREADS torch threads and return its fingerprint."""
+def compute(algo_name: str, env_id: str = "CartPole-v1") -> dict[str, Any]:
+    """Run the preset's short seeded run on env_id with THREADS torch threads and return its fingerprint."""
     from rlbench.train import train
 
-    cfg = config_for(algo_name)
+    cell = cell_for(algo_name, env_id)
     previous = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        result = train(cfg, ENV_ID, {}, SEED, STEPS, EVAL_EPISODES)
+        result = train(cell.algo, cell.env_id, cell.env_kwargs, cell.seed, cell.steps, cell.eval_episodes)
         env = environment()
     finally:
         torch.set_num_threads(previous)
     if result.summary["status"] != "ok":
-        raise RuntimeError(f"fingerprint run of {algo_name} ended with {result.summary['status']}: "
-                           f"{result.summary['reason']}")
+        raise RuntimeError(
+            f"fingerprint run of {algo_name} on {env_id} ended with {result.summary['status']}: "
+            f"{result.summary['reason']}"
+        )
     return {
         "algo": algo_name,
-        "env_id": ENV_ID,
-        "seed": SEED,
-        "steps": STEPS,
-        "eval_episodes": EVAL_EPISODES,
+        "env_id": env_id,
+        "seed": cell.seed,
+        "steps": cell.steps,
+        "eval_episodes": cell.eval_episodes,
         "environment": env,
-        "config": dataclasses.asdict(cfg),
+        "config": dataclasses.asdict(cell.algo),
         "metrics": [_plain({k: v for k, v in row.items() if not k.startswith("time/")}) for row in result.metrics],
         "evals": [_plain(row) for row in result.evals],
     }
+
+
+def path_for(root: Path, algo_name: str, env_id: str) -> Path:
+    """<root>/<env slug>/<algo>.json."""
+    from rlbench.matrix import env_slug
+
+    return Path(root) / env_slug(env_id) / f"{algo_name}.json"
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -152,8 +161,9 @@ def compare(stored: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
     old_cfg, new_cfg = stored.get("config", {}), fresh.get("config", {})
     for field in sorted(set(old_cfg) | set(new_cfg)):
         if old_cfg.get(field, "<absent>") != new_cfg.get(field, "<absent>"):
-            diffs.append(f"config.{field}: stored {old_cfg.get(field, '<absent>')!r}, "
-                         f"fresh {new_cfg.get(field, '<absent>')!r}")
+            diffs.append(
+                f"config.{field}: stored {old_cfg.get(field, '<absent>')!r}, fresh {new_cfg.get(field, '<absent>')!r}"
+            )
     for table in ("metrics", "evals"):
         diffs += _compare_rows(table, stored.get(table, []), fresh.get(table, []), exact)
     if len(diffs) > MAX_LINES:
@@ -202,34 +212,36 @@ def _rel(a: Any, b: Any) -> str:
 
 
 def regenerate(path: Path = DEFAULT_DIR) -> list[str]:
-    """Rewrite <path>/<algo>.json for every preset; return what changed ('algo: …' lines), empty if nothing."""
+    """Rewrite every (env, preset) fingerprint under `path`; return what changed ('env/algo: …' lines)."""
     from rlbench.algos import PRESETS
 
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     changes: list[str] = []
-    for name in PRESETS:
-        fresh = compute(name)
-        file = path / f"{name}.json"
-        if file.is_file():
-            try:
-                stored = load(file)
-            except (OSError, ValueError) as err:
-                changes.append(f"{name}: replaced unreadable {file.name} ({err})")
+    expected = set()
+    for env_id in ENVS:
+        for name in PRESETS:
+            fresh = compute(name, env_id)
+            file = path_for(path, name, env_id)
+            expected.add(file)
+            label = f"{env_id}/{name}"
+            if file.is_file():
+                try:
+                    stored = load(file)
+                except (OSError, ValueError) as err:
+                    changes.append(f"{label}: replaced unreadable {file.name} ({err})")
+                else:
+                    diffs = compare(stored, fresh)
+                    changes += [f"{label}: {d}" for d in diffs]
+                    if not diffs and stored.get("environment") != fresh["environment"]:
+                        changes.append(f"{label}: same numbers, environment now {fresh['environment']}")
             else:
-                diffs = compare(stored, fresh)
-                env_changed = stored.get("environment") != fresh["environment"]
-                changes += [f"{name}: {d}" for d in diffs]
-                if not diffs and env_changed:
-                    changes.append(f"{name}: same numbers, environment now {fresh['environment']}")
-        else:
-            changes.append(f"{name}: new fingerprint {file.name}")
-        text = dumps(fresh)
-        if not file.is_file() or file.read_text() != text:
-            tmp = file.with_name(f".{file.name}.tmp")
-            tmp.write_text(text)
-            tmp.replace(file)
-    for file in sorted(path.glob("*.json")):
-        if file.stem not in PRESETS:
-            changes.append(f"{file.stem}: {file.name} has no preset any more (left in place; delete it by hand)")
+                changes.append(f"{label}: new fingerprint {file}")
+            text = dumps(fresh)
+            if not file.is_file() or file.read_text() != text:
+                file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = file.with_name(f".{file.name}.tmp")
+                tmp.write_text(text)
+                tmp.replace(file)
+    for file in sorted(Path(path).glob("**/*.json")):
+        if file not in expected:
+            changes.append(f"{file}: no such env/preset any more (left in place; delete it by hand)")
     return changes

@@ -12,6 +12,7 @@ import gymnasium as gym
 
 from rlbench.algos import LADDER, PRESETS, AlgoConfig
 from rlbench.algos.config import FIELDS
+from rlbench.envs import textgen
 from rlbench.rollout import env_spec
 
 PRESET_NAMES = ("smoke", "quick", "full")
@@ -40,6 +41,7 @@ BUILTIN_ENVS: dict[str, EnvEntry] = {
         EnvEntry("Acrobot-v1", {"smoke": 3_000, "quick": 100_000, "full": 500_000}),
         EnvEntry("MountainCar-v0", {"smoke": 3_000, "quick": 200_000, "full": 1_000_000}),
         EnvEntry("Pendulum-v1", {"smoke": 3_000, "quick": 200_000, "full": 1_000_000}),
+        EnvEntry(textgen.ENV_ID, textgen.BUDGETS, family="text", algo_overrides=textgen.ALGO_OVERRIDES),
     )
 }
 
@@ -56,9 +58,21 @@ class Preset:
 
 
 PRESETS_BY_NAME: dict[str, Preset] = {
-    "smoke": Preset("smoke", ("CartPole-v1", "Acrobot-v1"), 2, 2, "tiny budgets for tests: the default matrix in ≤ 60 s"),
-    "quick": Preset("quick", ("CartPole-v1", "Acrobot-v1"), 5, 10, "the default: the default matrix in ≤ 15 min on 2 cores"),
-    "full": Preset("full", tuple(BUILTIN_ENVS), 10, 20, "longer budgets on every classic-control env"),
+    "smoke": Preset(
+        "smoke",
+        ("CartPole-v1", "Acrobot-v1", textgen.ENV_ID),
+        2,
+        2,
+        "tiny budgets for tests: the default matrix in ≤ 60 s",
+    ),
+    "quick": Preset(
+        "quick",
+        ("CartPole-v1", "Acrobot-v1", textgen.ENV_ID),
+        5,
+        10,
+        "the default: the default matrix in ≤ 15 min on 2 cores",
+    ),
+    "full": Preset("full", tuple(BUILTIN_ENVS), 10, 20, "longer budgets on every built-in env"),
 }
 
 DEFAULT_GROUP_SIZES = (2, 4, 8, 16)
@@ -260,6 +274,11 @@ def build_cells(
             for seed in seeds:
                 cells.append(Cell(resolved, request.id, seed, budget, preset.eval_episodes, dict(request.kwargs)))
     return cells
+
+
+def algo_for(name: str, env_id: str, group_size: int = 8) -> AlgoConfig:
+    """Preset `name` as the matrix resolves it on env_id (the env's overrides applied; group presets at G)."""
+    return build_cells([name], [EnvRequest(env_id)], "smoke", [0], 1, [group_size], [])[0].algo
 
 
 def _custom_budgets() -> dict[str, int]:

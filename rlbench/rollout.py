@@ -19,6 +19,19 @@ from rlbench.algos.config import AlgoConfig
 from rlbench.policies import MLPPolicy, encode_obs
 
 
+class RunFault(Exception):
+    """A numerical fault that ends a run with an outcome status (`env_nan` or `diverged`), not a crash.
+
+    `env_step` counts the valid env steps of the current rollout up to the fault (the loop adds the run's
+    total so far); None when the fault is not tied to one env step.
+    """
+
+    def __init__(self, status: str, message: str, env_step: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.env_step = env_step
+
+
 @dataclass
 class Trajectories:
     """One update's experience. Per-step tensors are [N, T, ...]; `mask` marks real transitions."""
@@ -48,13 +61,22 @@ class Trajectories:
         """Undiscounted return of each stream, [N] (one episode per stream in `episodes` mode)."""
         return (self.rewards * self.mask).sum(dim=1)
 
+    def episode_ids(self) -> Tensor:
+        """[N, T] id of the episode each step belongs to, unique across streams (a new one after each end)."""
+        starts = torch.zeros_like(self.ends)
+        starts[:, 1:] = self.ends[:, :-1]
+        local = starts.cumsum(dim=1)
+        width = local[:, -1] + 1
+        return (local + (width.cumsum(0) - width)[:, None]).long()
+
     def units(self, per_step: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Inputs plus `per_step` [N, T] tensors as minibatch units: flat valid steps, or whole streams."""
+        """Inputs plus `per_step` [N, T] tensors as minibatch units: whole streams, or flat valid steps that
+        carry their episode id as `seq` (for per-sequence loss aggregation)."""
         merged = {**self.inputs, **per_step, "mask": self.mask}
         if self.sequence_units:
             return merged
         valid = self.mask.bool()
-        return {key: value[valid] for key, value in merged.items()}
+        return {key: value[valid] for key, value in {**merged, "seq": self.episode_ids()}.items()}
 
 
 def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
@@ -90,8 +112,16 @@ class _Recorder:
         self.returns: list[float] = []
         self.lengths: list[int] = []
 
-    def add(self, obs: Tensor, act: Tensor, rew, term, trunc, valid: np.ndarray) -> np.ndarray:
-        rew = np.where(valid, np.asarray(rew, dtype=np.float64), 0.0)
+    def add(self, obs: Tensor, act: Tensor, rew, term, trunc, valid: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+        """Record one vector step; raise RunFault(env_nan) on a non-finite reward or next observation."""
+        rew = np.asarray(rew, dtype=np.float64)
+        flat = np.asarray(next_obs, dtype=np.float64).reshape(len(valid), -1)
+        for what, bad in (("reward", ~np.isfinite(rew) & valid), ("observation", ~np.isfinite(flat).all(axis=1))):
+            if bad.any():
+                before = int(sum(v.sum() for v in self.valid))
+                env_step = before + int(valid[: int(np.flatnonzero(bad)[0]) + 1].sum())
+                raise RunFault("env_nan", f"non-finite {what} from the environment", env_step)
+        rew = np.where(valid, rew, 0.0)
         done = (np.asarray(term) | np.asarray(trunc)) & valid
         self.obs.append(obs)
         self.act.append(act)
@@ -144,7 +174,7 @@ def run_episodes(
         obs = encode_obs(space, raw)
         act = policy.act(obs, generator, deterministic)
         raw, rew, term, trunc, _ = env.step(_to_env_action(env.single_action_space, act))
-        finished |= rec.add(obs, act, rew, term, trunc, valid=~finished)
+        finished |= rec.add(obs, act, rew, term, trunc, valid=~finished, next_obs=raw)
         if finished.all():
             break
     else:
@@ -178,7 +208,7 @@ class GymCollector:
         for _ in range(self.cfg.n_steps):
             act = policy.act(self.obs, generator)
             raw, rew, term, trunc, _ = self.env.step(_to_env_action(self.env.single_action_space, act))
-            self.after_done = rec.add(self.obs, act, rew, term, trunc, valid=~self.after_done)
+            self.after_done = rec.add(self.obs, act, rew, term, trunc, valid=~self.after_done, next_obs=raw)
             self.obs = encode_obs(self.space, raw)
         self.previous = rec
         return rec.stack({"obs": self.obs}, close_last=True)

@@ -15,7 +15,13 @@ from typing import Any
 
 import pandas as pd
 
-CONFIG, METRICS, EVALS, SUMMARY, FAILURE = "config.json", "metrics.parquet", "evals.parquet", "summary.json", "failure.json"
+CONFIG, METRICS, EVALS, SUMMARY, FAILURE = (
+    "config.json",
+    "metrics.parquet",
+    "evals.parquet",
+    "summary.json",
+    "failure.json",
+)
 
 
 def _atomic(path: Path, write) -> None:
@@ -79,9 +85,12 @@ def provenance() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     try:
-        revision = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        ).stdout.strip() or None
+        revision = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         revision = None
     return {

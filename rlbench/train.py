@@ -16,19 +16,11 @@ from rlbench.algos import advantages as adv_fns
 from rlbench.algos import losses
 from rlbench.algos.config import AlgoConfig
 from rlbench.metrics import approx_kl, explained_variance, gradient_noise, peak_rss_mb
-from rlbench.rollout import Trajectories
+from rlbench.rollout import RunFault, Trajectories
 from rlbench.task import Task, make_task
 
 CLIP_REFERENCE = 0.2
 """ε used to report train/clip_fraction for algorithms that do not clip (how far their ratios moved)."""
-
-
-class RunFault(Exception):
-    """A run stopped by a numerical fault; `status` is env_nan or diverged."""
-
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -49,7 +41,9 @@ def estimate_advantages(
     if critic is not None:
         with torch.no_grad():
             values = critic.value(traj.inputs)
-            last = torch.zeros_like(values[:, :1]) if traj.last_inputs is None else critic.value(traj.last_inputs)[:, None]
+            last = (
+                torch.zeros_like(values[:, :1]) if traj.last_inputs is None else critic.value(traj.last_inputs)[:, None]
+            )
         next_values = torch.cat([values[:, 1:], last], dim=1)
         out["values"] = values
     if cfg.advantage == "return":
@@ -80,9 +74,10 @@ def policy_objective(cfg: AlgoConfig, logp: Tensor, mb: dict[str, Tensor]) -> Te
         mean = losses.masked_mean(adv, mask)
         std = losses.masked_mean((adv - mean) ** 2, mask).sqrt()
         adv = (adv - mean) / (std + 1e-8)
+    seq = mb.get("seq")
     if cfg.policy_loss == "pg":
-        return losses.pg_loss(logp, adv, mask, cfg.loss_agg)
-    return losses.clipped_surrogate(logp, mb["logp_old"], adv, mask, cfg.clip, cfg.clip_high, cfg.loss_agg)
+        return losses.pg_loss(logp, adv, mask, cfg.loss_agg, seq)
+    return losses.clipped_surrogate(logp, mb["logp_old"], adv, mask, cfg.clip, cfg.clip_high, cfg.loss_agg, seq)
 
 
 def split(units: dict[str, Tensor], parts: int, generator: torch.Generator) -> list[dict[str, Tensor]]:
@@ -151,7 +146,9 @@ class Trainer:
         mask = units["mask"]
         row["train/adv_std"] = float(units["adv"][mask.bool()].std()) if mask.sum() > 1 else 0.0
         if critic is not None:
-            row["train/explained_variance"] = explained_variance(units["values"][mask.bool()], units["targets"][mask.bool()])
+            row["train/explained_variance"] = explained_variance(
+                units["values"][mask.bool()], units["targets"][mask.bool()]
+            )
         row.update(measure_gradient_noise(cfg, policy, units, self.generator))
 
         low = cfg.clip if cfg.clip is not None else CLIP_REFERENCE
@@ -198,22 +195,7 @@ class Trainer:
         return row
 
 
-def _check_env_output(traj: Trajectories, env_steps: int) -> None:
-    """Raise env_nan naming the first env step (counted over the run) with a non-finite reward or input."""
-    valid = traj.mask.bool()
-    for name, tensor in [("reward", traj.rewards), *traj.inputs.items()]:
-        if not tensor.is_floating_point():
-            continue
-        bad = ~torch.isfinite(tensor.reshape(*valid.shape, -1)).all(dim=-1) & valid
-        if bad.any():
-            t = int(bad.any(dim=0).nonzero()[0])
-            step = env_steps + int(valid[:, :t].sum()) + int(valid[:, t][: int(bad[:, t].nonzero()[0]) + 1].sum())
-            raise RunFault("env_nan", f"non-finite {name} from the environment at env step {step}")
-
-
-def train(
-    cfg: AlgoConfig, env_id: str, env_kwargs: dict, seed: int, total_steps: int, eval_episodes: int
-) -> RunResult:
+def train(cfg: AlgoConfig, env_id: str, env_kwargs: dict, seed: int, total_steps: int, eval_episodes: int) -> RunResult:
     """Train one (algorithm, env, seed) cell for `total_steps` env steps; measure everything on the way."""
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -228,7 +210,6 @@ def train(
         while env_steps < total_steps:
             t0 = time.perf_counter()
             traj = task.collector.collect(task.policy, trainer.generator)
-            _check_env_output(traj, env_steps)
             t1 = time.perf_counter()
             if update == 0:
                 with FlopCounterMode(display=False) as counter:
@@ -241,23 +222,27 @@ def train(
             update += 1
             rollout_s, update_s = rollout_s + (t1 - t0), update_s + (t2 - t1)
             returns = traj.episode_returns
-            metrics.append({
-                "update": update,
-                "env_steps": env_steps,
-                "rollout/ep_rew_mean": float(np.mean(returns)) if returns else math.nan,
-                "rollout/ep_len_mean": float(np.mean(traj.episode_lengths)) if returns else math.nan,
-                "rollout/episodes": len(returns),
-                **traj.extra,
-                **row,
-                "time/rollout_s": t1 - t0,
-                "time/update_s": t2 - t1,
-                "time/fps": traj.env_steps / (t2 - t0),
-            })
+            metrics.append(
+                {
+                    "update": update,
+                    "env_steps": env_steps,
+                    "rollout/ep_rew_mean": float(np.mean(returns)) if returns else math.nan,
+                    "rollout/ep_len_mean": float(np.mean(traj.episode_lengths)) if returns else math.nan,
+                    "rollout/episodes": len(returns),
+                    **traj.extra,
+                    **row,
+                    "time/rollout_s": t1 - t0,
+                    "time/update_s": t2 - t1,
+                    "time/fps": traj.env_steps / (t2 - t0),
+                }
+            )
             if update % cfg.eval_every == 0 or env_steps >= total_steps:
                 evals.append({"update": update, "env_steps": env_steps, **task.evaluate(task.policy)})
     except RunFault as fault:
         status, reason = fault.status, str(fault)
-        if fault.status == "diverged":
+        if fault.env_step is not None:
+            reason += f" at env step {env_steps + fault.env_step}"
+        else:
             reason += f" in update {update + 1} (after {env_steps} env steps)"
     finally:
         task.collector.close()

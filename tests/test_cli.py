@@ -44,8 +44,19 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, args, words):
 def test_list_shows_algorithms_envs_and_presets():
     result = runner.invoke(app, ["list"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    for word in ("pg", "critic", "ppo", "ppo_kl", "grpo", "CartPole-v1", "Acrobot-v1", "smoke", "quick", "full",
-                 "100,000"):
+    for word in (
+        "pg",
+        "critic",
+        "ppo",
+        "ppo_kl",
+        "grpo",
+        "CartPole-v1",
+        "Acrobot-v1",
+        "smoke",
+        "quick",
+        "full",
+        "100,000",
+    ):
         assert word in result.output
 
 
@@ -62,9 +73,26 @@ def test_a_locked_sweep_directory_is_refused(tmp_path):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "rlbench.cli", "run", "--preset", "smoke", "--algos", "pg",
-                             "--envs", "CartPole-v1", "--seeds", "1", "--out", str(tmp_path)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlbench.cli",
+            "run",
+            "--preset",
+            "smoke",
+            "--algos",
+            "pg",
+            "--envs",
+            "CartPole-v1",
+            "--seeds",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     handle.close()
     assert result.returncode == 2
     assert "another rlbench run is writing" in result.stderr
@@ -72,8 +100,21 @@ def test_a_locked_sweep_directory_is_refused(tmp_path):
 
 
 def test_resuming_with_a_different_config_is_refused_unless_forced(tmp_path):
-    args = ["run", "--preset", "smoke", "--algos", "pg", "--envs", "CartPole-v1", "--seeds", "1", "--steps", "300",
-            "--out", str(tmp_path)]
+    args = [
+        "run",
+        "--preset",
+        "smoke",
+        "--algos",
+        "pg",
+        "--envs",
+        "CartPole-v1",
+        "--seeds",
+        "1",
+        "--steps",
+        "300",
+        "--out",
+        str(tmp_path),
+    ]
     assert runner.invoke(app, args).exit_code == 0
     summary = tmp_path / "CartPole-v1" / "pg" / "seed0" / "summary.json"
     before = summary.read_text()
@@ -88,8 +129,22 @@ def test_resuming_with_a_different_config_is_refused_unless_forced(tmp_path):
 def test_an_output_path_that_is_a_file_is_a_clear_error(tmp_path):
     target = tmp_path / "file"
     target.write_text("not a directory")
-    result = runner.invoke(app, ["run", "--preset", "smoke", "--algos", "pg", "--envs", "CartPole-v1",
-                                 "--seeds", "1", "--out", str(target / "sweep")])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--preset",
+            "smoke",
+            "--algos",
+            "pg",
+            "--envs",
+            "CartPole-v1",
+            "--seeds",
+            "1",
+            "--out",
+            str(target / "sweep"),
+        ],
+    )
     assert result.exit_code == 2
     assert "cannot write to the sweep directory" in " ".join(result.output.split())
 
@@ -119,9 +174,11 @@ def test_matrix_file_sets_envs_budgets_and_overrides_and_flags_win(tmp_path):
 
 @pytest.mark.parametrize(
     "text, words",
-    [("algos = [\"pg\"]\nbudget = 3\n", ["unknown key", "budget", "allowed"]),
-     ("[[envs]]\nname = \"CartPole-v1\"\n", ["env entry", "id"]),
-     ("algos = [\n", ["not valid TOML"])],
+    [
+        ('algos = ["pg"]\nbudget = 3\n', ["unknown key", "budget", "allowed"]),
+        ('[[envs]]\nname = "CartPole-v1"\n', ["env entry", "id"]),
+        ("algos = [\n", ["not valid TOML"]),
+    ],
 )
 def test_bad_matrix_files_are_clear_errors(tmp_path, text, words):
     spec = tmp_path / "m.toml"
@@ -131,3 +188,35 @@ def test_bad_matrix_files_are_clear_errors(tmp_path, text, words):
     for word in words:
         assert word in " ".join(result.output.split())
     assert not (tmp_path / "o").exists()
+
+
+def test_a_full_disk_is_a_clear_error_and_keeps_finished_runs(tmp_path, monkeypatch):
+    import errno
+
+    from rlbench import store
+
+    real = store.write_json
+    configs = []
+
+    def full_after_first_run(path, data):
+        if path.name == "config.json":
+            configs.append(path)
+            if len(configs) > 1:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(store, "write_json", full_after_first_run)
+    out = tmp_path / "sweep"
+    args = ["run", "--preset", "smoke", "--algos", "pg,critic", "--envs", "CartPole-v1", "--seeds", "1",
+            "--steps", "300", "--jobs", "1", "--out", str(out), "--no-report"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert "No space left on device" in message and "finished runs there are kept" in message
+    finished = list(out.glob("**/summary.json"))
+    assert len(finished) <= 1
+    monkeypatch.setattr(store, "write_json", real)
+    before = {p: p.read_bytes() for p in finished}
+    assert runner.invoke(app, args).exit_code == 0
+    assert all(p.read_bytes() == b for p, b in before.items())
+    assert len(list(out.glob("**/summary.json"))) == 2

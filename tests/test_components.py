@@ -10,10 +10,10 @@ import math
 
 import pytest
 import torch
+
 from rlbench.algos import PRESETS
 from rlbench.algos import advantages as A
 from rlbench.algos import losses as L
-
 from rlbench.metrics import explained_variance, gradient_noise
 from rlbench.rollout import Trajectories
 from rlbench.train import estimate_advantages
@@ -312,3 +312,21 @@ def test_explained_variance() -> None:
     # Worse than a constant is negative: residual (−2, 2, −2, 2) has var 16/3 → 1 − (16/3)/(5/3) = −2.2.
     assert explained_variance(targets + t([2.0, -2.0, 2.0, -2.0]), targets) == pytest.approx(-2.2)
     assert math.isnan(explained_variance(t([1.0, 2.0]), t([3.0, 3.0])))
+
+
+def test_sequence_aggregation_of_flat_steps_uses_episode_ids():
+    # Two episodes of flat steps: ids [0, 0, 0, 1]; values [1, 2, 3, 10] → per-episode means 2 and 10 → 6,
+    # while the token mean is 16 / 4 = 4.
+    x = torch.tensor([1.0, 2.0, 3.0, 10.0])
+    mask = torch.ones(4)
+    seq = torch.tensor([7, 7, 7, 9])
+    assert L.masked_mean(x, mask, "sequence", seq).item() == pytest.approx(6.0)
+    assert L.masked_mean(x, mask, "token", seq).item() == pytest.approx(4.0)
+
+
+def test_episode_ids_restart_after_each_end():
+    ends = torch.tensor([[0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0]])
+    zeros = torch.zeros(2, 4)
+    traj = Trajectories(inputs={}, rewards=zeros, terminated=zeros, ends=ends, mask=torch.ones(2, 4), last_inputs=None)
+    # Stream 0 holds episodes 0 (steps 0-1) and 1 (steps 2-3); stream 1 continues with episode 2.
+    assert traj.episode_ids().tolist() == [[0, 0, 1, 1], [2, 2, 2, 2]]

@@ -51,9 +51,22 @@ def test_every_algorithm_updates_on_every_env(name, env_id):
 def test_train_records_every_metric_family():
     result = train(small("ppo"), "CartPole-v1", {}, seed=1, total_steps=600, eval_episodes=2)
     row = result.metrics[-1]
-    for key in ("env_steps", "rollout/ep_rew_mean", "train/approx_kl", "train/clip_fraction", "train/entropy",
-                "train/kl_ref", "train/explained_variance", "train/adv_std", "train/grad_cosine",
-                "train/grad_rel_var", "train/grad_norm", "time/rollout_s", "time/update_s", "time/fps"):
+    for key in (
+        "env_steps",
+        "rollout/ep_rew_mean",
+        "train/approx_kl",
+        "train/clip_fraction",
+        "train/entropy",
+        "train/kl_ref",
+        "train/explained_variance",
+        "train/adv_std",
+        "train/grad_cosine",
+        "train/grad_rel_var",
+        "train/grad_norm",
+        "time/rollout_s",
+        "time/update_s",
+        "time/fps",
+    ):
         assert key in row, key
     assert result.summary["status"] == "ok"
     assert result.summary["env_steps"] >= 600

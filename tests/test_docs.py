@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import rlbench.algos
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -44,8 +42,9 @@ def run_shell_blocks(doc: str, workdir: Path) -> str:
     for lang, body in blocks(doc):
         if lang != "bash":
             continue
-        result = subprocess.run(["bash", "-euo", "pipefail", "-c", body], cwd=workdir, env=env,
-                                capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", body], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
+        )
         assert result.returncode == 0, f"{doc} block failed:\n{body}\n{result.stdout}\n{result.stderr}"
         output.append(result.stdout)
     return "\n".join(output)

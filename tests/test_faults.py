@@ -137,11 +137,30 @@ def rlbench_run(faulty_path: Path, out: Path, envs: list[str], *extra: str) -> s
     4 jobs on 2 cores: the two hanging runs sleep, so the others still get both cores meanwhile."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(faulty_path), env.get("PYTHONPATH")) if p)
-    args = [sys.executable, "-m", "rlbench.cli", "run", "--envs", ",".join(f"faultyenvs:{e}" for e in envs),
-            "--algos", "ppo,grpo", "--group-sizes", "2", "--seed-list", "0", "--steps", str(STEPS),
-            "--preset", "smoke", "--jobs", "4", "--out", str(out), *extra]
-    return subprocess.run(args, cwd=out.parent, env=env, capture_output=True, text=True, timeout=240,
-                          check=False)
+    args = [
+        sys.executable,
+        "-m",
+        "rlbench.cli",
+        "run",
+        "--envs",
+        ",".join(f"faultyenvs:{e}" for e in envs),
+        "--algos",
+        "ppo,grpo",
+        "--group-sizes",
+        "2",
+        "--seed-list",
+        "0",
+        "--steps",
+        str(STEPS),
+        "--preset",
+        "smoke",
+        "--jobs",
+        "4",
+        "--out",
+        str(out),
+        *extra,
+    ]
+    return subprocess.run(args, cwd=out.parent, env=env, capture_output=True, text=True, timeout=240, check=False)
 
 
 def run_dir(out: Path, env: str, algo: str) -> Path:
@@ -284,21 +303,14 @@ def test_rerun_keeps_finished_runs_and_redoes_failed_ones(sweep):
     assert not list(out.glob("**/.*.tmp"))
 
 
-# Faults the core does not handle yet (strict xfail: they pass once it does; then drop the marker).
-
-
 @pytest.fixture(scope="module")
-def known_bugs_sweep(faulty_path, tmp_path_factory):
+def more_faults_sweep(faulty_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("bugs") / "sweep"
     return out, rlbench_run(faulty_path, out, ["NaNObs-v0", "RaiseMarkup-v0"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: GymCollector.collect / run_episodes (rlbench/rollout.py) pass the NaN observation to "
-    "MLPPolicy.act, whose torch.multinomial raises 'probability tensor contains either inf, nan or element < 0' "
-    "before train._check_env_output sees it: status failed instead of env_nan"))
-def test_nan_observation_after_the_first_step_is_env_nan_with_its_step(known_bugs_sweep):
-    out, _ = known_bugs_sweep
+def test_nan_observation_after_the_first_step_is_env_nan_with_its_step(more_faults_sweep):
+    out, _ = more_faults_sweep
     for algo in ALGOS:
         d = run_dir(out, "NaNObs-v0", algo)
         assert (d / "summary.json").is_file(), read(d / "failure.json")["reason"]
@@ -308,12 +320,9 @@ def test_nan_observation_after_the_first_step_is_env_nan_with_its_step(known_bug
         assert names_step(summary["reason"]), f"reason does not name the step: {summary['reason']!r}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: rlbench/cli.py prints failure reasons (exception text) through Rich with markup on "
-    "(on_done in run_locked and the final 'N run(s) failed' list in run): '[obs]' and '[/]' vanish"))
-def test_markup_like_exception_text_is_reported_verbatim(known_bugs_sweep):
+def test_markup_like_exception_text_is_reported_verbatim(more_faults_sweep):
     """Exception messages are data: brackets in them must neither vanish nor be interpreted as styles."""
-    out, result = known_bugs_sweep
+    out, result = more_faults_sweep
     reason = "KeyError: '[obs] missing after [/] in the info dict'"
     for algo in ALGOS:
         assert read(run_dir(out, "RaiseMarkup-v0", algo) / "failure.json")["reason"] == reason

@@ -6,34 +6,38 @@ import copy
 import json
 
 import pytest
-from rlbench.algos import PRESETS, losses
 
 from rlbench import fingerprints
+from rlbench.algos import PRESETS, losses
 
 STORED = fingerprints.DEFAULT_DIR
 
 
+CASES = [(env_id, name) for env_id in fingerprints.ENVS for name in PRESETS]
+
+
 @pytest.fixture(scope="module")
-def fresh() -> dict[str, dict]:
-    return {name: fingerprints.compute(name) for name in PRESETS}
+def fresh() -> dict[tuple[str, str], dict]:
+    return {(env_id, name): fingerprints.compute(name, env_id) for env_id, name in CASES}
 
 
-def stored(name: str) -> dict:
-    path = STORED / f"{name}.json"
-    assert path.is_file(), f"no fingerprint {path}; run rlbench.fingerprints.regenerate to create it"
+def stored(name: str, env_id: str = "CartPole-v1") -> dict:
+    path = fingerprints.path_for(STORED, name, env_id)
+    assert path.is_file(), f"no fingerprint {path}; run `rlbench fingerprints --update` to create it"
     return fingerprints.load(path)
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
-def test_fresh_fingerprint_equals_stored(name, fresh):
-    old = stored(name)
-    diffs = fingerprints.compare(old, fresh[name])
-    mode = "exactly" if fingerprints.exact_mode(old, fresh[name]) else f"within rtol {fingerprints.RTOL:g}"
-    assert not diffs, f"{name} no longer reproduces its fingerprint ({mode}):\n" + "\n".join(diffs)
+@pytest.mark.parametrize("env_id, name", CASES)
+def test_fresh_fingerprint_equals_stored(env_id, name, fresh):
+    old = stored(name, env_id)
+    new = fresh[env_id, name]
+    diffs = fingerprints.compare(old, new)
+    mode = "exactly" if fingerprints.exact_mode(old, new) else f"within rtol {fingerprints.RTOL:g}"
+    assert not diffs, f"{name} on {env_id} no longer reproduces its fingerprint ({mode}):\n" + "\n".join(diffs)
 
 
 def test_fingerprint_is_json_with_round_trip_floats(fresh):
-    fp = fresh["ppo"]
+    fp = fresh["CartPole-v1", "ppo"]
     assert fp["environment"]["threads"] == fingerprints.THREADS
     assert not any(k.startswith("time/") for row in fp["metrics"] for k in row)
     assert json.loads(fingerprints.dumps(fp)) == fp  # repr precision: floats come back bit-identical
@@ -47,7 +51,7 @@ def shifted_environment(fp: dict) -> dict:
 
 
 def test_tolerance_mode_accepts_tiny_noise_but_exact_mode_does_not(fresh):
-    fp = fresh["ppo"]
+    fp = fresh["CartPole-v1", "ppo"]
     noisy = copy.deepcopy(fp)
     row = noisy["metrics"][-1]
     row["train/policy_loss"] *= 1 + 1e-7
@@ -86,19 +90,22 @@ def test_a_small_change_to_a_loss_is_reported(name, perturb, monkeypatch, fresh)
 
 
 def test_regenerate_reports_changes(tmp_path, fresh, monkeypatch):
-    monkeypatch.setattr(fingerprints, "compute", lambda name: copy.deepcopy(fresh[name]))
-    for name in PRESETS:
-        (tmp_path / f"{name}.json").write_text(fingerprints.dumps(fresh[name]))
+    monkeypatch.setattr(fingerprints, "compute", lambda name, env_id: copy.deepcopy(fresh[env_id, name]))
+    for env_id, name in CASES:
+        path = fingerprints.path_for(tmp_path, name, env_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(fingerprints.dumps(fresh[env_id, name]))
     assert fingerprints.regenerate(tmp_path) == []
 
-    old = copy.deepcopy(fresh["grpo"])
+    grpo, ppo = (fingerprints.path_for(tmp_path, n, "CartPole-v1") for n in ("grpo", "ppo"))
+    old = copy.deepcopy(fresh["CartPole-v1", "grpo"])
     old["metrics"][0]["train/loss"] += 1.0
-    (tmp_path / "grpo.json").write_text(fingerprints.dumps(old))
-    (tmp_path / "ppo.json").unlink()
-    (tmp_path / "a2c.json").write_text("{}")
+    grpo.write_text(fingerprints.dumps(old))
+    ppo.unlink()
+    (grpo.parent / "a2c.json").write_text("{}")
     changes = fingerprints.regenerate(tmp_path)
-    assert any(c.startswith("grpo: metrics row 0") and "train/loss" in c for c in changes), changes
-    assert "ppo: new fingerprint ppo.json" in changes
-    assert any(c.startswith("a2c:") for c in changes)
-    assert fingerprints.load(tmp_path / "grpo.json") == fresh["grpo"]
-    assert fingerprints.load(tmp_path / "ppo.json") == fresh["ppo"]
+    assert any(c.startswith("CartPole-v1/grpo: metrics row 0") and "train/loss" in c for c in changes), changes
+    assert any(c.startswith("CartPole-v1/ppo: new fingerprint") for c in changes), changes
+    assert any("a2c.json" in c for c in changes)
+    assert fingerprints.load(grpo) == fresh["CartPole-v1", "grpo"]
+    assert fingerprints.load(ppo) == fresh["CartPole-v1", "ppo"]

@@ -39,9 +39,9 @@ import math
 
 import pytest
 import torch
+
 from rlbench.algos import PRESETS
 from rlbench.algos.config import AlgoConfig
-
 from rlbench.rollout import Trajectories
 from rlbench.train import estimate_advantages, policy_objective
 

@@ -11,16 +11,39 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from rlbench.reports import claims as C
 from rlbench.reports import tables as T
 from rlbench.reports.render import SECTIONS, ReportError, render_report
 
 ALGOS = ("pg", "critic", "ppo", "ppo_kl", "grpo-g2", "grpo-g4")
-TABLES = ("per_run", "final_returns", "variance", "stability", "compute_cost", "group_size", "failed_runs",
-          "missing_cells", "normalization", "aggregates", "probability_of_improvement", "performance_profile",
-          "reward_hacking", "claims")
-FIGURES = ("learning_curves", "variance_CartPole-v1", "stability_CartPole-v1", "compute_CartPole-v1", "group_size",
-           "reward_hacking", "aggregates", "improvement", "profiles")
+TABLES = (
+    "per_run",
+    "final_returns",
+    "variance",
+    "stability",
+    "compute_cost",
+    "group_size",
+    "failed_runs",
+    "missing_cells",
+    "normalization",
+    "aggregates",
+    "probability_of_improvement",
+    "performance_profile",
+    "reward_hacking",
+    "claims",
+)
+FIGURES = (
+    "learning_curves",
+    "variance_CartPole-v1",
+    "stability_CartPole-v1",
+    "compute_CartPole-v1",
+    "group_size",
+    "reward_hacking",
+    "aggregates",
+    "improvement",
+    "profiles",
+)
 
 
 @pytest.fixture(scope="session")
@@ -28,10 +51,29 @@ def smoke(tmp_path_factory) -> Path:
     """A real smoke sweep (CartPole, 6 algorithm columns × 2 seeds), made once per session."""
     out = tmp_path_factory.mktemp("sweep") / "smoke"
     subprocess.run(
-        ["rlbench", "run", "--preset", "smoke", "--seeds", "2", "--envs", "CartPole-v1",
-         "--algos", "pg,critic,ppo,ppo_kl,grpo", "--group-sizes", "2,4", "--steps", "1500", "--out", str(out),
-         "--jobs", "2"],
-        check=True, capture_output=True, timeout=120,
+        [
+            "rlbench",
+            "run",
+            "--preset",
+            "smoke",
+            "--seeds",
+            "2",
+            "--envs",
+            "CartPole-v1",
+            "--algos",
+            "pg,critic,ppo,ppo_kl,grpo",
+            "--group-sizes",
+            "2,4",
+            "--steps",
+            "1500",
+            "--out",
+            str(out),
+            "--jobs",
+            "2",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     return out
 
@@ -107,8 +149,9 @@ def test_partial_sweep_marks_missing_and_failed_runs(smoke: Path, tmp_path: Path
     (failed / "summary.json").unlink()
     (failed / "failure.json").write_text(json.dumps({"status": "failed", "reason": "worker died <OOM & co>"}))
     for algo, seed, hack in (("ppo", 0, 1.0), ("ppo_kl", 0, 0.1), ("ppo_kl", 1, 0.12)):
-        _fake_textgen(smoke / "CartPole-v1" / algo / f"seed{seed}",
-                      out / "rlbench__TextGen-v0" / algo / f"seed{seed}", hack)
+        _fake_textgen(
+            smoke / "CartPole-v1" / algo / f"seed{seed}", out / "rlbench__TextGen-v0" / algo / f"seed{seed}", hack
+        )
     report = render_report(out)
     final = pd.read_csv(report / "tables" / "final_returns.csv")
     cell = final.set_index(["env", "algo"])
@@ -137,21 +180,40 @@ def synthetic_runs(rng: np.random.Generator, **scale: float) -> pd.DataFrame:
     """Per-run table for 2 envs × 8 algorithm columns × 5 seeds; `scale` multiplies an algo's grad_rel_var."""
     rows = []
     for env in ("CartPole-v1", "Acrobot-v1"):
-        for algo, g in (("pg", None), ("critic", None), ("ppo", None), ("ppo_kl", None),
-                        ("grpo-g2", 2), ("grpo-g4", 4), ("grpo-g8", 8), ("grpo-g16", 16)):
+        for algo, g in (
+            ("pg", None),
+            ("critic", None),
+            ("ppo", None),
+            ("ppo_kl", None),
+            ("grpo-g2", 2),
+            ("grpo-g4", 4),
+            ("grpo-g8", 8),
+            ("grpo-g16", 16),
+        ):
             for seed in range(5):
                 noise = np.exp(rng.normal(0, 0.05))
-                rows.append({
-                    "env": env, "algo": algo, "seed": seed, "group_size": float(g) if g else np.nan,
-                    "grad_rel_var": scale.get(algo, 1.0) * (8.0 / g if g else 4.0) * noise,
-                    "grad_cosine": 0.2 * noise, "adv_std": noise,
-                    "approx_kl": (0.01 if algo.startswith(("ppo", "grpo")) else 0.001) * noise,
-                    "clip_fraction": 0.02 * noise, "drawdown": 0.1 * noise, "collapsed": 0.0,
-                    "final_return": 400 * noise, "auc": 300 * noise,
-                    "update_flops_per_env_step": (1e5 if g else 3e5) * noise,
-                    "params_total": 4610.0 if g else 9155.0, "peak_rss_mb": 340 * noise,
-                    "wall_time_s": 5 * noise, "env_steps_per_update": (200.0 * g if g else 512.0) * noise,
-                })
+                rows.append(
+                    {
+                        "env": env,
+                        "algo": algo,
+                        "seed": seed,
+                        "group_size": float(g) if g else np.nan,
+                        "grad_rel_var": scale.get(algo, 1.0) * (8.0 / g if g else 4.0) * noise,
+                        "grad_cosine": 0.2 * noise,
+                        "adv_std": noise,
+                        "approx_kl": (0.01 if algo.startswith(("ppo", "grpo")) else 0.001) * noise,
+                        "clip_fraction": 0.02 * noise,
+                        "drawdown": 0.1 * noise,
+                        "collapsed": 0.0,
+                        "final_return": 400 * noise,
+                        "auc": 300 * noise,
+                        "update_flops_per_env_step": (1e5 if g else 3e5) * noise,
+                        "params_total": 4610.0 if g else 9155.0,
+                        "peak_rss_mb": 340 * noise,
+                        "wall_time_s": 5 * noise,
+                        "env_steps_per_update": (200.0 * g if g else 512.0) * noise,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -186,8 +248,18 @@ def test_claim_c4_from_textgen_runs_and_missing_data() -> None:
     rows = []
     for algo, gap in (("ppo", 0.6), ("ppo_kl", 0.1)):
         for seed in range(4):
-            rows.append({"env": "rlbench/TextGen-v0", "algo": algo, "seed": seed, "group_size": np.nan,
-                         "gap": gap + 0.01 * seed, "gold": 0.8 - gap, "proxy": 0.8, "kl_to_ref": 10 * gap})
+            rows.append(
+                {
+                    "env": "rlbench/TextGen-v0",
+                    "algo": algo,
+                    "seed": seed,
+                    "group_size": np.nan,
+                    "gap": gap + 0.01 * seed,
+                    "gold": 0.8 - gap,
+                    "proxy": 0.8,
+                    "kl_to_ref": 10 * gap,
+                }
+            )
     runs = pd.DataFrame(rows)
     assert verdicts(runs)["C4"] == C.SUPPORTED
     swapped = runs.assign(algo=runs.algo.map({"ppo": "ppo_kl", "ppo_kl": "ppo"}))

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import scipy.stats
+
 from rlbench.reports import stats as S
 
 # ----------------------------------------------------------------------------------------------------------
@@ -119,9 +120,7 @@ def test_bootstrap_equals_loop_reference() -> None:
     point, lo, hi = S.stratified_bootstrap_ci(x, S.iqm, reps=reps, seed=0)
     assert (point, lo, hi) == pytest.approx((S.iqm(x), low, high))
     # The per-resample path gives the same numbers.
-    assert S.stratified_bootstrap_ci(x, S.iqm, reps=reps, seed=0, vectorized=False) == pytest.approx(
-        (point, lo, hi)
-    )
+    assert S.stratified_bootstrap_ci(x, S.iqm, reps=reps, seed=0, vectorized=False) == pytest.approx((point, lo, hi))
 
 
 def test_bootstrap_is_stratified_by_task() -> None:
@@ -213,9 +212,7 @@ def test_non_vectorized_statistic_is_rejected_with_advice() -> None:
 # Input guards
 
 
-@pytest.mark.parametrize(
-    "bad", [np.array([]), np.zeros((0, 3)), np.array([[1.0, np.nan]]), np.array([1.0, np.inf])]
-)
+@pytest.mark.parametrize("bad", [np.array([]), np.zeros((0, 3)), np.array([[1.0, np.nan]]), np.array([1.0, np.inf])])
 @pytest.mark.parametrize(
     "call",
     [

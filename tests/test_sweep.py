@@ -9,13 +9,30 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-MATRIX = ["--algos", "all", "--group-sizes", "4", "--envs", "CartPole-v1,Pendulum-v1", "--seed-list", "3",
-          "--steps", "2000", "--preset", "smoke"]
+MATRIX = [
+    "--algos",
+    "all",
+    "--group-sizes",
+    "4",
+    "--envs",
+    "CartPole-v1,Pendulum-v1",
+    "--seed-list",
+    "3",
+    "--steps",
+    "2000",
+    "--preset",
+    "smoke",
+]
 
 
 def rlbench(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "rlbench.cli", "run", *MATRIX, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "rlbench.cli", "run", *MATRIX, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
 
 
 def numeric_results(out: Path) -> dict[str, pd.DataFrame]:

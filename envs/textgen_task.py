@@ -1,0 +1,145 @@
+"""TextGen in the shared training loop: the task builder, the batched collector and the evaluator.
+
+Budget rule (issue 3, "groups"): an update generates `n_envs × group_size` completions for a group algorithm
+(n_envs prompts, each sampled G times, rows j·G … j·G+G−1 sharing prompt j) and `n_envs × SEQS_PER_PROMPT`
+completions of distinct prompts for every other algorithm, so the others see exactly GRPO-G8's batch size.
+Every run has the same budget of env steps = generated tokens (EOS included); `collect` and `n_steps` are
+not used on TextGen, since every completion is one whole episode that ends terminally (last_inputs = None).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rlbench.algos.config import AlgoConfig
+from rlbench.envs.textgen import TextGenConfig, batch_rewards, eval_prompts, sample_prompts
+from rlbench.envs.textgen_lm import Generation, TokenLM, ValueModel, load_or_train_sft
+from rlbench.rollout import Trajectories
+from rlbench.task import Task
+
+SEQS_PER_PROMPT = 8
+"""Completions per update per n_envs for non-group algorithms: GRPO's default G (rlbench.algos.grpo)."""
+EVAL_SEED = 3
+"""Seeds the sampled completions of every evaluation (the same draws for every run and update)."""
+
+
+def kl_per_token(gen: Generation, ref_logp_all: Tensor) -> Tensor:
+    """Exact KL(π(·|s_t) ‖ π_ref(·|s_t)) = Σ_a π(a|s_t)(log π − log π_ref) at every position, [N, T]."""
+    return (gen.logp_all.exp() * (gen.logp_all - ref_logp_all)).sum(-1)
+
+
+def sequence_metrics(
+    prompts: np.ndarray, gen: Generation, reference: TokenLM, cfg: TextGenConfig
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """(proxy [N], gold [N], summary) of a batch of completions; KL is to the reference over the whole answer.
+
+    kl_ref_seq = E_x[Σ_t KL_t] (KL between the answer distributions given the prompt, by the chain rule),
+    kl_ref_token = Σ KL_t / Σ valid tokens, sqrt_kl = √kl_ref_seq (Gao et al.'s d).
+    """
+    proxy, gold = batch_rewards(prompts, gen.act.numpy(), cfg.bang_bonus)
+    with torch.no_grad():
+        kl = kl_per_token(gen, reference.log_probs(torch.as_tensor(prompts), gen.act)) * gen.mask
+    kl_seq = float(kl.sum(1).mean())
+    summary = {
+        "proxy_reward": float(proxy.mean()),
+        "gold_reward": float(gold.mean()),
+        "gap": float((proxy - gold).mean()),
+        "kl_ref_token": float(kl.sum() / gen.mask.sum()),
+        "kl_ref_seq": kl_seq,
+        "sqrt_kl": kl_seq**0.5,
+        "completion_len": float(gen.mask.sum(1).mean()),
+    }
+    return proxy, gold, summary
+
+
+class TextGenCollector:
+    """Samples one update's completions with the current policy in one batched forward per token."""
+
+    def __init__(self, cfg: TextGenConfig, algo: AlgoConfig, seed: int, reference: TokenLM) -> None:
+        self.cfg, self.reference = cfg, reference
+        self.rng = np.random.default_rng([seed, 3])
+        grouped = algo.advantage == "group"
+        self.repeat = algo.group_size if grouped else 1
+        self.prompts_per_update = algo.n_envs if grouped else algo.n_envs * SEQS_PER_PROMPT
+
+    def collect(self, policy: TokenLM, generator: torch.Generator) -> Trajectories:
+        start = time.perf_counter()
+        prompts = np.repeat(sample_prompts(self.rng, self.prompts_per_update, self.cfg), self.repeat, axis=0)
+        gen = policy.generate(torch.as_tensor(prompts), self.cfg.max_new_tokens, generator)
+        generated = time.perf_counter()
+        proxy, gold, summary = sequence_metrics(prompts, gen, self.reference, self.cfg)
+        paid = torch.as_tensor(proxy if self.cfg.reward == "proxy" else gold, dtype=torch.float32)
+        last = torch.nn.functional.one_hot(gen.lengths - 1, gen.mask.shape[1]).float()
+        extra = {f"textgen/{k}": v for k, v in summary.items()}
+        extra["time/tokens_per_s"] = float(gen.mask.sum()) / (generated - start)
+        return Trajectories(
+            inputs={"prompt": torch.as_tensor(prompts), "act": gen.act},
+            rewards=last * paid[:, None],
+            terminated=last,
+            ends=torch.maximum(last, 1.0 - gen.mask),
+            mask=gen.mask,
+            last_inputs=None,
+            episode_returns=paid.tolist(),
+            episode_lengths=gen.lengths.tolist(),
+            sequence_units=True,
+            extra=extra,
+        )
+
+    def close(self) -> None:
+        """Nothing to release: the collector holds no environment processes."""
+
+
+def make_evaluator(cfg: TextGenConfig, reference: TokenLM):
+    """evaluate(policy) → eval/* metrics of sampled completions on the held-out prompts.
+
+    eval/return_* is the reward the learner is paid (proxy, or gold in the control condition); eval/ref_*
+    are the reference (SFT) model's scores on the same prompts and draws, for comparison.
+    """
+    prompts = eval_prompts(cfg)
+
+    def score(model: TokenLM) -> tuple[np.ndarray, dict[str, float]]:
+        generator = torch.Generator().manual_seed(EVAL_SEED)
+        gen = model.generate(torch.as_tensor(prompts), cfg.max_new_tokens, generator)
+        proxy, gold, summary = sequence_metrics(prompts, gen, reference, cfg)
+        return (proxy if cfg.reward == "proxy" else gold), summary
+
+    _, ref = score(reference)
+
+    def evaluate(policy: TokenLM) -> dict[str, float]:
+        paid, summary = score(policy)
+        return {
+            "eval/return_mean": float(paid.mean()),
+            "eval/return_std": float(paid.std()),
+            "eval/proxy_mean": summary["proxy_reward"],
+            "eval/gold_mean": summary["gold_reward"],
+            "eval/gap": summary["gap"],
+            "eval/kl_ref_seq": summary["kl_ref_seq"],
+            "eval/completion_len": summary["completion_len"],
+            "eval/ref_proxy_mean": ref["proxy_reward"],
+            "eval/ref_gold_mean": ref["gold_reward"],
+        }
+
+    return evaluate
+
+
+def make_textgen_task(env_id: str, env_kwargs: dict[str, Any], cfg: AlgoConfig, seed: int, eval_episodes: int) -> Task:
+    """Policy = a trainable copy of the (cached) SFT model; critic = its trunk with a value head if needed.
+
+    `eval_episodes` is not used: every evaluation samples one completion for each of the cfg.eval_prompts
+    held-out prompts, which costs milliseconds.
+    """
+    text_cfg = TextGenConfig(**env_kwargs)
+    sft = load_or_train_sft(text_cfg)
+    policy = sft.copy()
+    critic = ValueModel(sft.model) if cfg.uses_critic else None
+    return Task(
+        policy=policy,
+        critic=critic,
+        collector=TextGenCollector(text_cfg, cfg, seed, sft.model),
+        evaluate=make_evaluator(text_cfg, sft.model),
+    )
