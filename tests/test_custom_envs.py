@@ -1,0 +1,115 @@
+"""User environments: check-env names each broken contract; Discrete observations and MultiDiscrete actions run."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+ENVS = textwrap.dedent('''
+    import gymnasium as gym
+    import numpy as np
+
+
+    class Base(gym.Env):
+        observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+        action_space = gym.spaces.Discrete(2)
+
+        def obs(self):
+            return self.np_random.uniform(-1, 1, 3).astype(np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            self.t = 0
+            return self.obs(), {}
+
+        def step(self, action):
+            self.t += 1
+            return self.obs(), self.reward(), False, self.t >= 20, {}
+
+        def reward(self):
+            return 1.0
+
+
+    class WrongDtype(Base):
+        def obs(self):
+            return self.np_random.uniform(-1, 1, 3)  # float64 where the space says float32
+
+
+    class SeedIgnored(Base):
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=None)  # drops the seed: every reset starts somewhere new
+            self.t = 0
+            return self.obs(), {}
+
+
+    class NaNReward(Base):
+        def reward(self):
+            return float("nan") if self.t == 3 else 1.0
+
+
+    class Pick(Base):
+        """MultiDiscrete actions: reward 1 per head that picks its last option."""
+
+        action_space = gym.spaces.MultiDiscrete([2, 3])
+
+        def step(self, action):
+            self.t += 1
+            return self.obs(), float(action[0] == 1) + float(action[1] == 2), False, self.t >= 20, {}
+
+
+    for name in ("WrongDtype", "SeedIgnored", "NaNReward", "Pick"):
+        gym.register(f"brokenpkg/{name}-v0", entry_point=globals()[name], max_episode_steps=20)
+''')
+
+
+@pytest.fixture(scope="module")
+def pythonpath(tmp_path_factory):
+    root = tmp_path_factory.mktemp("userpkg")
+    (root / "brokenpkg.py").write_text(ENVS)
+    return str(root)
+
+
+def rlbench(pythonpath: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": pythonpath, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "rlbench.cli", *args], capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize(
+    "name, failing, words",
+    [
+        ("WrongDtype", "observations in space", ["float64", "Box"]),
+        ("SeedIgnored", "seeded reset reproducible", ["reset(seed=1234)", "different"]),
+        ("NaNReward", "finite rewards", ["nan", "step"]),
+    ],
+)
+def test_check_env_names_each_problem(pythonpath, name, failing, words):
+    result = rlbench(pythonpath, "check-env", f"brokenpkg:brokenpkg/{name}-v0")
+    assert result.returncode == 1, result.stdout + result.stderr
+    row = next(line for line in result.stdout.splitlines() if failing in line)
+    assert "FAIL" in row, result.stdout
+    for word in words:
+        assert word in result.stdout, (word, result.stdout)
+
+
+def test_a_broken_env_is_refused_before_any_run(pythonpath, tmp_path):
+    out = tmp_path / "sweep"
+    result = rlbench(pythonpath, "run", "--envs", "brokenpkg:brokenpkg/NaNReward-v0", "--algos", "ppo",
+                     "--preset", "smoke", "--out", str(out))
+    assert result.returncode == 2
+    assert "environment contract failed" in result.stderr and "finite rewards" in result.stderr
+    assert not out.exists()
+
+
+def test_discrete_observations_and_multidiscrete_actions_run_end_to_end(pythonpath, tmp_path):
+    out = tmp_path / "sweep"
+    result = rlbench(pythonpath, "run", "--envs", "FrozenLake-v1,brokenpkg:brokenpkg/Pick-v0", "--algos",
+                     "pg,ppo,grpo", "--group-sizes", "2", "--seeds", "1", "--steps", "1500", "--preset", "smoke",
+                     "--out", str(out), "--no-report")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summaries = [json.loads(p.read_text()) for p in out.glob("**/summary.json")]
+    assert len(summaries) == 6 and all(s["status"] == "ok" for s in summaries)
+    pick = json.loads((out / "brokenpkg--brokenpkg__Pick-v0/ppo/seed0/summary.json").read_text())
+    assert pick["params_policy"] == 3 * 64 + 64 + 64 * 64 + 64 + 64 * 5 + 5  # one output per action option
