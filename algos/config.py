@@ -78,13 +78,11 @@ class AlgoConfig:
     """K disjoint minibatches whose gradients measure gradient noise (Ilyas et al. 2020)."""
     hidden: int = 64
     """Hidden width of MLP policy and critic (CleanRL: 64)."""
-    eval_every: int = 10
-    """Evaluate on held-out seeds every this many updates (and once at the end)."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check_field(f.name, getattr(self, f.name), _HINTS[f.name])
-        positive = ("n_envs", "n_steps", "group_size", "epochs", "minibatches", "lr", "hidden", "eval_every")
+        positive = ("n_envs", "n_steps", "group_size", "epochs", "minibatches", "lr", "hidden")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{self.name}.{name} = {getattr(self, name)!r}: must be > 0")

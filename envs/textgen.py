@@ -31,14 +31,15 @@ TOKEN_TEXT = "0123456789!$|."
 """One character per token id: "!" = BANG, "$" = EOS, "|" = SEP, "." = PAD."""
 
 BUDGETS = {"smoke": 1_500, "quick": 20_000, "full": 60_000}
+EVAL_POINTS = 20
+"""Evaluations per TextGen run (256 held-out prompts cost ~10 ms): enough to resolve gold's rise-then-fall."""
 """Env steps (= generated tokens, EOS included) per run and preset: smoke ≈ 2 updates of a 128-completion
 batch (~1–2 s); quick ≈ 30 such updates: ppo without KL finds the loophole in ~15 updates and settles."""
-ALGO_OVERRIDES = {"gamma": 1.0, "n_envs": 16, "eval_every": 2, "ppo_kl.kl_coef": 1.0, "grpo.kl_coef": 1.0}
+ALGO_OVERRIDES = {"gamma": 1.0, "n_envs": 16, "ppo_kl.kl_coef": 1.0, "grpo.kl_coef": 1.0}
 """Matrix settings on TextGen (`ALGO.FIELD` for one algorithm): undiscounted outcome reward, 16 prompts per
-update, an evaluation every 2 updates (256 held-out prompts cost ~10 ms) to resolve gold's rise-then-fall, and
-β = 1. With a per-token KL against unit-scale (normalised or group z-scored) advantages, the presets' β ≈ 0.05
-barely restrains the policy here (measured: KL ≈ 12 nats per answer vs 14 for ppo); β = 1 keeps it < 0.5 nats
-while gold still improves (DESIGN §4 measured β ∈ 0.5–3)."""
+update, and β = 1. With a per-token KL against unit-scale (normalised or group z-scored) advantages, the
+presets' β ≈ 0.05 barely restrains the policy here (measured: KL ≈ 12 nats per answer vs 14 for ppo);
+β = 1 keeps it < 0.5 nats while gold still improves (DESIGN §4 measured β ∈ 0.5–3)."""
 
 
 HOLDOUT_SEED = 20240601

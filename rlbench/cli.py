@@ -383,10 +383,10 @@ def list_() -> None:
         envs.add_row(entry.id, *(f"{entry.budgets[p]:,}" for p in PRESETS_BY_NAME))
     console.print(envs)
     presets = Table(title="presets")
-    for col in ("name", "default envs", "seeds", "eval episodes", "description"):
+    for col in ("name", "default envs", "seeds", "eval episodes × points", "description"):
         presets.add_column(col)
     for p in PRESETS_BY_NAME.values():
-        presets.add_row(p.name, ", ".join(p.envs), str(p.seeds), str(p.eval_episodes), p.description)
+        presets.add_row(p.name, ", ".join(p.envs), str(p.seeds), f"{p.eval_episodes} × {p.eval_points}", p.description)
     console.print(presets)
 
 

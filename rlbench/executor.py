@@ -37,7 +37,9 @@ def execute_cell(cell_data: dict[str, Any], run_dir: str, meta: dict[str, Any]) 
     path = Path(run_dir)
     cell = Cell.from_dict(cell_data)
     try:
-        result = train(cell.algo, cell.env_id, cell.env_kwargs, cell.seed, cell.steps, cell.eval_episodes)
+        result = train(
+            cell.algo, cell.env_id, cell.env_kwargs, cell.seed, cell.steps, cell.eval_episodes, cell.eval_points
+        )
         store.write_parquet(path / store.METRICS, result.metrics)
         store.write_parquet(path / store.EVALS, result.evals)
         store.write_json(path / store.SUMMARY, result.summary)

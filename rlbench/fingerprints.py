@@ -92,7 +92,9 @@ def compute(algo_name: str, env_id: str = "CartPole-v1") -> dict[str, Any]:
     previous = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        result = train(cell.algo, cell.env_id, cell.env_kwargs, cell.seed, cell.steps, cell.eval_episodes)
+        result = train(
+            cell.algo, cell.env_id, cell.env_kwargs, cell.seed, cell.steps, cell.eval_episodes, cell.eval_points
+        )
         env = environment()
     finally:
         torch.set_num_threads(previous)

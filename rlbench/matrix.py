@@ -32,6 +32,8 @@ class EnvEntry:
     family: str = "classic"
     algo_overrides: dict[str, Any] = field(default_factory=dict)
     """Settings applied to every algorithm on this env before the user's --set."""
+    eval_points: int | None = None
+    """Evaluations per run on this env, if not the preset's."""
 
 
 BUILTIN_ENVS: dict[str, EnvEntry] = {
@@ -41,38 +43,29 @@ BUILTIN_ENVS: dict[str, EnvEntry] = {
         EnvEntry("Acrobot-v1", {"smoke": 3_000, "quick": 100_000, "full": 500_000}),
         EnvEntry("MountainCar-v0", {"smoke": 3_000, "quick": 200_000, "full": 1_000_000}),
         EnvEntry("Pendulum-v1", {"smoke": 3_000, "quick": 200_000, "full": 1_000_000}),
-        EnvEntry(textgen.ENV_ID, textgen.BUDGETS, family="text", algo_overrides=textgen.ALGO_OVERRIDES),
+        EnvEntry(textgen.ENV_ID, textgen.BUDGETS, "text", textgen.ALGO_OVERRIDES, textgen.EVAL_POINTS),
     )
 }
 
 
 @dataclass(frozen=True)
 class Preset:
-    """A named budget level: default envs, seeds, evaluation episodes."""
+    """A named budget level: default envs, seeds, evaluation episodes and points."""
 
     name: str
     envs: tuple[str, ...]
     seeds: int
     eval_episodes: int
+    eval_points: int
+    """Evaluations per run, evenly spaced in env steps (plus one before training)."""
     description: str
 
 
+DEFAULT_ENVS = ("CartPole-v1", "Acrobot-v1", textgen.ENV_ID)
 PRESETS_BY_NAME: dict[str, Preset] = {
-    "smoke": Preset(
-        "smoke",
-        ("CartPole-v1", "Acrobot-v1", textgen.ENV_ID),
-        2,
-        2,
-        "tiny budgets for tests: the default matrix in ≤ 60 s",
-    ),
-    "quick": Preset(
-        "quick",
-        ("CartPole-v1", "Acrobot-v1", textgen.ENV_ID),
-        5,
-        10,
-        "the default: the default matrix in ≤ 15 min on 2 cores",
-    ),
-    "full": Preset("full", tuple(BUILTIN_ENVS), 10, 20, "longer budgets on every built-in env"),
+    "smoke": Preset("smoke", DEFAULT_ENVS, 2, 2, 2, "tiny budgets for tests: the default matrix in ≤ 60 s"),
+    "quick": Preset("quick", DEFAULT_ENVS, 5, 10, 10, "the default: the default matrix in ≤ 15 min on 2 cores"),
+    "full": Preset("full", tuple(BUILTIN_ENVS), 10, 20, 20, "longer budgets on every built-in env"),
 }
 
 DEFAULT_GROUP_SIZES = (2, 4, 8, 16)
@@ -98,6 +91,7 @@ class Cell:
     seed: int
     steps: int
     eval_episodes: int
+    eval_points: int
     env_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def run_dir(self, out: Path) -> Path:
@@ -105,25 +99,12 @@ class Cell:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (what config.json records)."""
-        return {
-            "algo": dataclasses.asdict(self.algo),
-            "env_id": self.env_id,
-            "env_kwargs": self.env_kwargs,
-            "seed": self.seed,
-            "steps": self.steps,
-            "eval_episodes": self.eval_episodes,
-        }
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Cell:
-        return cls(
-            algo=AlgoConfig(**data["algo"]),
-            env_id=data["env_id"],
-            env_kwargs=data["env_kwargs"],
-            seed=data["seed"],
-            steps=data["steps"],
-            eval_episodes=data["eval_episodes"],
-        )
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields and k != "algo"}, algo=AlgoConfig(**data["algo"]))
 
 
 def parse_list(text: str, what: str) -> list[str]:
@@ -272,7 +253,10 @@ def build_cells(
             except (ValueError, TypeError) as err:
                 raise MatrixError(f"invalid setting for {cfg.name}: {err}") from None
             for seed in seeds:
-                cells.append(Cell(resolved, request.id, seed, budget, preset.eval_episodes, dict(request.kwargs)))
+                points = entry.eval_points if entry and entry.eval_points else preset.eval_points
+                cells.append(
+                    Cell(resolved, request.id, seed, budget, preset.eval_episodes, points, dict(request.kwargs))
+                )
     return cells
 
 

@@ -195,8 +195,20 @@ class Trainer:
         return row
 
 
-def train(cfg: AlgoConfig, env_id: str, env_kwargs: dict, seed: int, total_steps: int, eval_episodes: int) -> RunResult:
-    """Train one (algorithm, env, seed) cell for `total_steps` env steps; measure everything on the way."""
+def train(
+    cfg: AlgoConfig,
+    env_id: str,
+    env_kwargs: dict,
+    seed: int,
+    total_steps: int,
+    eval_episodes: int,
+    eval_points: int = 10,
+) -> RunResult:
+    """Train one (algorithm, env, seed) cell for `total_steps` env steps; measure everything on the way.
+
+    Evaluation runs before training and after the first update that reaches each k/eval_points of the budget
+    (k = 1 … eval_points), so every algorithm's curve has points at the same env steps whatever its batch size.
+    """
     torch.manual_seed(seed)
     np.random.seed(seed)
     task = make_task(env_id, env_kwargs, cfg, seed, eval_episodes)
@@ -207,6 +219,7 @@ def train(cfg: AlgoConfig, env_id: str, env_kwargs: dict, seed: int, total_steps
     rollout_s = update_s = 0.0
     start = time.perf_counter()
     try:
+        evals.append({"update": 0, "env_steps": 0, **task.evaluate(task.policy)})
         while env_steps < total_steps:
             t0 = time.perf_counter()
             traj = task.collector.collect(task.policy, trainer.generator)
@@ -236,7 +249,7 @@ def train(cfg: AlgoConfig, env_id: str, env_kwargs: dict, seed: int, total_steps
                     "time/fps": traj.env_steps / (t2 - t0),
                 }
             )
-            if update % cfg.eval_every == 0 or env_steps >= total_steps:
+            if env_steps >= total_steps * len(evals) / eval_points:
                 evals.append({"update": update, "env_steps": env_steps, **task.evaluate(task.policy)})
     except RunFault as fault:
         status, reason = fault.status, str(fault)

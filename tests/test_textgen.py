@@ -206,7 +206,7 @@ def test_hand_written_loophole_beats_reference_on_proxy_and_loses_on_gold(sft_ca
 
 
 def test_ppo_without_kl_finds_the_loophole_on_a_tiny_budget() -> None:
-    result = train(small("ppo", n_envs=8, eval_every=100), ENV_ID, {}, seed=0, total_steps=10_000, eval_episodes=1)
+    result = train(small("ppo", n_envs=8), ENV_ID, {}, seed=0, total_steps=10_000, eval_episodes=1, eval_points=1)
     final = result.evals[-1]
     assert final["eval/proxy_mean"] > final["eval/ref_proxy_mean"] + 0.2
     assert final["eval/gold_mean"] < final["eval/ref_gold_mean"] - 0.1
@@ -219,7 +219,7 @@ def test_ppo_without_kl_finds_the_loophole_on_a_tiny_budget() -> None:
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_algorithm_runs_on_textgen(name: str) -> None:
-    result = train(small(name, eval_every=1), ENV_ID, {}, seed=0, total_steps=250, eval_episodes=1)
+    result = train(small(name), ENV_ID, {}, seed=0, total_steps=250, eval_episodes=1, eval_points=4)
     assert result.summary["status"] == "ok" and result.summary["updates"] >= 2
     assert result.summary["params_policy"] > 0 and result.summary["flops_per_update"] > 0
     keys = ["proxy_reward", "gold_reward", "gap", "kl_ref_token", "kl_ref_seq", "sqrt_kl", "completion_len"]
