@@ -468,13 +468,16 @@ def render_report(out: Path, seed: int = 0) -> Path:
     S_["variance"].text(
         "Gradient noise: policy-loss gradients of K disjoint minibatches of the same batch before "
         "the update's first optimizer step. Cosine = mean pairwise cosine (higher = less noise); "
-        "relative variance = E‖g_k − ḡ‖² / ‖ḡ‖² (lower = less noise). Per-run means over updates."
+        "relative variance = E‖g_k − ḡ‖² / ‖ḡ‖² (lower = less noise); noise scale = relative variance × samples "
+        "per minibatch (McCandlish et al. 2018), which does not shrink with batch size, so it compares algorithms "
+        "whose batches differ. Per-run medians over updates (cosine: means)."
     )
     S_["variance"].table(
         _display_cells(
             var,
             {
                 "grad_rel_var_iqm": "grad rel. variance",
+                "grad_noise_scale_iqm": "grad noise scale",
                 "grad_cosine_iqm": "grad cosine",
                 "adv_std_iqm": "advantage std",
             },

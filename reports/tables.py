@@ -88,6 +88,14 @@ def _mean(df: pd.DataFrame, col: str) -> float:
     return float(v.mean()) if v.size else np.nan
 
 
+def _median(df: pd.DataFrame, col: str) -> float:
+    """Median over updates: gradient-noise ratios are heavy-tailed (a near-zero mean gradient explodes them)."""
+    if col not in df:
+        return np.nan
+    v = _finite(df[col])
+    return float(np.median(v)) if v.size else np.nan
+
+
 def _cells(sweep: Sweep) -> list[tuple[str, str]]:
     """Every env × algorithm pair of the sweep in report order."""
     return [(e, a) for e in sweep.envs for a in sweep.algos]
@@ -155,7 +163,8 @@ def per_run(sweep: Sweep) -> pd.DataFrame:
             "collapsed": collapsed(final, eval_curve),
             "diverged": float(r.status == "diverged"),
             "grad_cosine": _mean(m, "train/grad_cosine"),
-            "grad_rel_var": _mean(m, "train/grad_rel_var"),
+            "grad_rel_var": _median(m, "train/grad_rel_var"),
+            "grad_noise_scale": _median(m, "train/grad_noise_scale"),
             "adv_std": _mean(m, "train/adv_std"),
             "approx_kl": _mean(m, "train/approx_kl"),
             "clip_fraction": _mean(m, "train/clip_fraction"),
@@ -232,7 +241,12 @@ def variance_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:
     t = cell_table(
         sweep,
         runs,
-        {"grad_rel_var": "grad_rel_var_iqm", "grad_cosine": "grad_cosine_iqm", "adv_std": "adv_std_iqm"},
+        {
+            "grad_rel_var": "grad_rel_var_iqm",
+            "grad_noise_scale": "grad_noise_scale_iqm",
+            "grad_cosine": "grad_cosine_iqm",
+            "adv_std": "adv_std_iqm",
+        },
         seed,
     )
     std = runs.groupby(["env", "algo"])["final_return"].std() if not runs.empty else pd.Series(dtype=float)

@@ -177,7 +177,7 @@ def test_partial_sweep_marks_missing_and_failed_runs(smoke: Path, tmp_path: Path
 
 
 def synthetic_runs(rng: np.random.Generator, **scale: float) -> pd.DataFrame:
-    """Per-run table for 2 envs × 8 algorithm columns × 5 seeds; `scale` multiplies an algo's grad_rel_var."""
+    """Per-run table for 2 envs × 8 algorithm columns × 5 seeds; `scale` multiplies an algo's gradient noise."""
     rows = []
     for env in ("CartPole-v1", "Acrobot-v1"):
         for algo, g in (
@@ -199,6 +199,7 @@ def synthetic_runs(rng: np.random.Generator, **scale: float) -> pd.DataFrame:
                         "seed": seed,
                         "group_size": float(g) if g else np.nan,
                         "grad_rel_var": scale.get(algo, 1.0) * (8.0 / g if g else 4.0) * noise,
+                        "grad_noise_scale": scale.get(algo, 1.0) * 100.0 * noise,
                         "grad_cosine": 0.2 * noise,
                         "adv_std": noise,
                         "approx_kl": (0.01 if algo.startswith(("ppo", "grpo")) else 0.001) * noise,
