@@ -27,27 +27,65 @@ class Outcome:
     reason: str = ""
 
 
-def execute_cell(cell_data: dict[str, Any], run_dir: str, meta: dict[str, Any]) -> None:
-    """Worker entry point: train one cell and store it; any exception is recorded as failure.json."""
+def train_cell(cell_data: dict[str, Any]) -> Any:
+    """Train one cell with one torch thread; returns rlbench.train.RunResult (raises on a crash)."""
     import torch
 
     from rlbench.train import train
 
     torch.set_num_threads(1)
-    path = Path(run_dir)
     cell = Cell.from_dict(cell_data)
+    return train(cell.algo, cell.env_id, cell.env_kwargs, cell.seed, cell.steps, cell.eval_episodes, cell.eval_points)
+
+
+def store_result(run_dir: Path, result: Any) -> None:
+    """Write a finished run: metrics and evals first, summary.json (the marker of a finished run) last."""
+    store.write_parquet(run_dir / store.METRICS, result.metrics)
+    store.write_parquet(run_dir / store.EVALS, result.evals)
+    store.write_json(run_dir / store.SUMMARY, result.summary)
+
+
+def store_failure(run_dir: Path, reason: str, **details: Any) -> Outcome:
+    """Record a failed run (failure.json, atomically); failed runs are retried when the sweep resumes."""
+    store.write_json(run_dir / store.FAILURE, {"status": "failed", "reason": reason, **details})
+    return Outcome(Cell.from_dict(store.read_json(run_dir / store.CONFIG)), run_dir, "failed", reason)
+
+
+def finished_outcome(cell: Cell, run_dir: Path) -> Outcome | None:
+    """The outcome a run directory records (summary or failure), or None when it holds neither."""
+    if store.is_finished(run_dir):
+        summary = store.read_json(run_dir / store.SUMMARY)
+        return Outcome(cell, run_dir, summary["status"], summary.get("reason", ""))
+    if (run_dir / store.FAILURE).is_file():
+        return Outcome(cell, run_dir, "failed", store.read_json(run_dir / store.FAILURE)["reason"])
+    return None
+
+
+def prepare_run(cell: Cell, out: Path, meta: dict[str, Any]) -> Path:
+    """An empty run directory holding config.json (an unfinished earlier attempt is discarded)."""
+    run_dir = cell.run_dir(out)
+    store.fresh_run_dir(run_dir)
+    store.write_json(run_dir / store.CONFIG, run_config(cell, meta))
+    return run_dir
+
+
+def split_finished(cells: list[Cell], out: Path, finish: Callable[[Outcome], None]) -> deque[Cell]:
+    """Report cells finished in an earlier sweep as skipped; return the rest, in order."""
+    pending: deque[Cell] = deque()
+    for cell in cells:
+        if store.is_finished(cell.run_dir(out)):
+            finish(Outcome(cell, cell.run_dir(out), "skipped"))
+        else:
+            pending.append(cell)
+    return pending
+
+
+def execute_cell(cell_data: dict[str, Any], run_dir: str) -> None:
+    """Local worker entry point: train one cell and store it; any exception is recorded as failure.json."""
     try:
-        result = train(
-            cell.algo, cell.env_id, cell.env_kwargs, cell.seed, cell.steps, cell.eval_episodes, cell.eval_points
-        )
-        store.write_parquet(path / store.METRICS, result.metrics)
-        store.write_parquet(path / store.EVALS, result.evals)
-        store.write_json(path / store.SUMMARY, result.summary)
+        store_result(Path(run_dir), train_cell(cell_data))
     except Exception as err:
-        store.write_json(
-            path / store.FAILURE,
-            {"status": "failed", "reason": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()},
-        )
+        store_failure(Path(run_dir), f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         raise SystemExit(1) from None
 
 
@@ -59,7 +97,7 @@ def run_config(cell: Cell, meta: dict[str, Any]) -> dict[str, Any]:
 def worker_context() -> mp.context.BaseContext:
     """The forkserver context every worker comes from; the server preloads torch and the training code once."""
     context = mp.get_context("forkserver")
-    context.set_forkserver_preload(["__main__", "rlbench.train"])
+    context.set_forkserver_preload(["__main__", "rlbench.executor", "rlbench.train"])
     return context
 
 
@@ -111,37 +149,30 @@ class LocalExecutor:
             outcomes.append(outcome)
             on_done(outcome)
 
-        pending: deque[Cell] = deque()
-        for cell in cells:
-            if store.is_finished(cell.run_dir(out)):
-                finish(Outcome(cell, cell.run_dir(out), "skipped"))
-            else:
-                pending.append(cell)
+        pending = split_finished(cells, out, finish)
         running: dict[int, tuple[Any, Cell, float]] = {}
         try:
             while pending or running:
                 while pending and len(running) < self.jobs:
                     cell = pending.popleft()
-                    run_dir = cell.run_dir(out)
-                    store.fresh_run_dir(run_dir)
-                    store.write_json(run_dir / store.CONFIG, run_config(cell, meta))
-                    proc = self.context.Process(target=execute_cell, args=(cell.to_dict(), str(run_dir), meta))
+                    run_dir = prepare_run(cell, out, meta)
+                    proc = self.context.Process(target=execute_cell, args=(cell.to_dict(), str(run_dir)))
                     proc.start()
                     running[proc.sentinel] = (proc, cell, time.monotonic())
                 for sentinel in wait(list(running), timeout=0.5):
                     proc, cell, _ = running.pop(sentinel)
                     proc.join()
-                    finish(self._outcome(cell, cell.run_dir(out), proc.exitcode))
-                if self.time_limit is not None:
-                    now = time.monotonic()
-                    for sentinel, (proc, cell, started) in list(running.items()):
-                        if now - started > self.time_limit:
-                            proc.kill()
-                            proc.join()
-                            del running[sentinel]
-                            reason = f"timeout: exceeded the per-run limit of {self.time_limit:g} s"
-                            store.write_json(cell.run_dir(out) / store.FAILURE, {"status": "failed", "reason": reason})
-                            finish(Outcome(cell, cell.run_dir(out), "failed", reason))
+                    run_dir = cell.run_dir(out)
+                    finish(
+                        finished_outcome(cell, run_dir)
+                        or store_failure(run_dir, _exit_reason(proc.exitcode), exit_code=proc.exitcode)
+                    )
+                for sentinel, (proc, cell, started) in list(running.items()):
+                    if self.time_limit is not None and time.monotonic() - started > self.time_limit:
+                        proc.kill()
+                        proc.join()
+                        del running[sentinel]
+                        finish(store_failure(cell.run_dir(out), timeout_reason(self.time_limit)))
         finally:
             for proc, _, _ in running.values():
                 proc.terminate()
@@ -149,17 +180,12 @@ class LocalExecutor:
                 proc.join()
         return outcomes
 
-    @staticmethod
-    def _outcome(cell: Cell, run_dir: Path, exitcode: int | None) -> Outcome:
-        if store.is_finished(run_dir):
-            summary = store.read_json(run_dir / store.SUMMARY)
-            return Outcome(cell, run_dir, summary["status"], summary.get("reason", ""))
-        if (run_dir / store.FAILURE).is_file():
-            return Outcome(cell, run_dir, "failed", store.read_json(run_dir / store.FAILURE)["reason"])
-        reason = (
-            f"worker killed by signal {-exitcode}"
-            if exitcode and exitcode < 0
-            else f"worker exited with code {exitcode}"
-        )
-        store.write_json(run_dir / store.FAILURE, {"status": "failed", "reason": reason, "exit_code": exitcode})
-        return Outcome(cell, run_dir, "failed", reason)
+
+def timeout_reason(limit: float) -> str:
+    return f"timeout: exceeded the per-run limit of {limit:g} s"
+
+
+def _exit_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        return f"worker killed by signal {-exitcode}"
+    return f"worker exited with code {exitcode}"
