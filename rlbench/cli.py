@@ -17,7 +17,7 @@ from rich.table import Table
 
 from rlbench import store
 from rlbench.algos import DESCRIPTIONS, LADDER, PRESETS
-from rlbench.executor import LocalExecutor, Outcome, check_contract_isolated
+from rlbench.executor import LocalExecutor, Outcome, RayExecutor, check_contract_isolated
 from rlbench.matrix import (
     BUILTIN_ENVS,
     DEFAULT_GROUP_SIZES,
@@ -78,7 +78,13 @@ def run(
     env_kwargs: Annotated[
         Optional[str], typer.Option(help="JSON keyword arguments for the envs, e.g. '{\"size\": 8}'.")
     ] = None,
-    jobs: Annotated[int, typer.Option(help="Worker processes running in parallel.")] = os.cpu_count() or 1,
+    jobs: Annotated[int, typer.Option(help="Worker processes in parallel (local executor).")] = os.cpu_count() or 1,
+    executor: Annotated[
+        str, typer.Option(help="local (a process per run) or ray (pip install 'rlbench[ray]').")
+    ] = "local",
+    ray_address: Annotated[
+        Optional[str], typer.Option(help="Ray cluster to join, e.g. auto or ray://host:10001.")
+    ] = None,
     out: Annotated[Optional[Path], typer.Option(help="Sweep directory [default: runs/<preset>-<matrix hash>].")] = None,
     time_limit: Annotated[Optional[float], typer.Option(help="Per-run wall-clock limit in seconds.")] = None,
     force_new: Annotated[
@@ -97,6 +103,7 @@ def run(
             raise MatrixError(f"--jobs must be > 0, got {jobs}")
         if time_limit is not None and time_limit <= 0:
             raise MatrixError(f"--time-limit must be > 0, got {time_limit}")
+        runner = make_executor(executor, jobs, time_limit, ray_address)
         if seed_list is not None:
             seed_values = parse_ints(seed_list, "--seed-list")
         elif seeds is not None:
@@ -134,7 +141,7 @@ def run(
     except store.SweepError as err:
         raise fail(str(err)) from None
     try:
-        outcomes = run_locked(cells, out, jobs, time_limit, force_new)
+        outcomes = run_locked(cells, out, runner, force_new)
     finally:
         lock.close()
     print_results(out)
@@ -152,7 +159,22 @@ def run(
         raise typer.Exit(1)
 
 
-def run_locked(cells: list[Cell], out: Path, jobs: int, time_limit: float | None, force_new: bool) -> list[Outcome]:
+def make_executor(name: str, jobs: int, time_limit: float | None, ray_address: str | None):
+    """The executor the user asked for; MatrixError for an unknown name or a missing Ray install."""
+    if name == "local":
+        if ray_address is not None:
+            raise MatrixError("--ray-address needs --executor ray")
+        return LocalExecutor(jobs, time_limit)
+    if name == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise MatrixError("--executor ray needs Ray: pip install 'rlbench[ray]'") from None
+        return RayExecutor(ray_address, time_limit)
+    raise MatrixError(f"unknown executor {name!r}; allowed: local, ray")
+
+
+def run_locked(cells: list[Cell], out: Path, runner, force_new: bool) -> list[Outcome]:
     """With the sweep directory locked: refuse conflicting configs, run the cells under a progress bar."""
     conflicts = store.conflicting_runs(out, [c.to_dict() for c in cells], [c.run_dir(out) for c in cells])
     if conflicts and not force_new:
@@ -166,7 +188,7 @@ def run_locked(cells: list[Cell], out: Path, jobs: int, time_limit: float | None
     store.write_json(
         out / "sweep.json", {"fingerprint": matrix_fingerprint(cells), "cells": [c.to_dict() for c in cells]}
     )
-    console.print(f"rlbench: {len(cells)} runs → [bold]{out}[/] (jobs={jobs})")
+    console.print(f"rlbench: {len(cells)} runs → [bold]{escape(str(out))}[/] ({type(runner).__name__})")
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -186,7 +208,7 @@ def run_locked(cells: list[Cell], out: Path, jobs: int, time_limit: float | None
             progress.advance(bar)
 
         try:
-            return LocalExecutor(jobs, time_limit).run(cells, out, on_done)
+            return runner.run(cells, out, on_done)
         except OSError as err:
             raise fail(f"cannot write to {out}: {err}; finished runs there are kept") from None
 

@@ -97,7 +97,7 @@ def run_config(cell: Cell, meta: dict[str, Any]) -> dict[str, Any]:
 def worker_context() -> mp.context.BaseContext:
     """The forkserver context every worker comes from; the server preloads torch and the training code once."""
     context = mp.get_context("forkserver")
-    context.set_forkserver_preload(["__main__", "rlbench.executor", "rlbench.train"])
+    context.set_forkserver_preload(["rlbench.executor", "rlbench.train"])
     return context
 
 
@@ -189,3 +189,66 @@ def _exit_reason(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         return f"worker killed by signal {-exitcode}"
     return f"worker exited with code {exitcode}"
+
+
+class RayExecutor:
+    """Runs cells as Ray tasks (one CPU each) on a local or remote Ray cluster.
+
+    Results travel back to this process, which writes the run store, so worker machines need no shared
+    filesystem. At most as many tasks as the cluster has CPUs are in flight, so the per-run time limit counts
+    from a run's start. A task that raises, or whose worker dies, fails only its own run.
+    """
+
+    def __init__(self, address: str | None = None, time_limit: float | None = None) -> None:
+        self.address = address
+        self.time_limit = time_limit
+
+    def run(self, cells: list[Cell], out: Path, on_done: Callable[[Outcome], None]) -> list[Outcome]:
+        import ray
+
+        meta = store.provenance()
+        outcomes: list[Outcome] = []
+
+        def finish(outcome: Outcome) -> None:
+            outcomes.append(outcome)
+            on_done(outcome)
+
+        pending = split_finished(cells, out, finish)
+        if not pending:
+            return outcomes
+        ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        remote = ray.remote(num_cpus=1, max_retries=0)(train_cell)
+        slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        running: dict[Any, tuple[Cell, float]] = {}
+        try:
+            while pending or running:
+                while pending and len(running) < slots:
+                    cell = pending.popleft()
+                    prepare_run(cell, out, meta)
+                    running[remote.remote(cell.to_dict())] = (cell, time.monotonic())
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+                for ref in ready:
+                    cell, _ = running.pop(ref)
+                    finish(self._collect(ray, ref, cell, cell.run_dir(out)))
+                for ref, (cell, started) in list(running.items()):
+                    if self.time_limit is not None and time.monotonic() - started > self.time_limit:
+                        ray.cancel(ref, force=True)
+                        del running[ref]
+                        finish(store_failure(cell.run_dir(out), timeout_reason(self.time_limit)))
+        finally:
+            for ref in running:
+                ray.cancel(ref, force=True)
+            ray.shutdown()
+        return outcomes
+
+    @staticmethod
+    def _collect(ray: Any, ref: Any, cell: Cell, run_dir: Path) -> Outcome:
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.RayTaskError as err:
+            cause = err.cause if err.cause is not None else err
+            return store_failure(run_dir, f"{type(cause).__name__}: {cause}", traceback=str(err))
+        except ray.exceptions.RayError as err:
+            return store_failure(run_dir, f"worker died: {type(err).__name__}: {err}")
+        store_result(run_dir, result)
+        return finished_outcome(cell, run_dir)
