@@ -110,7 +110,7 @@ def _figure(rows: int, cols: int, w: float = PANEL_W, h: float = PANEL_H):
 
 
 def learning_curves(curves: pd.DataFrame, envs, algos, colours, folder: Path, missing: dict | None = None) -> str:
-    """Return vs env steps per env: IQM over seeds of the binned training return, 95% bootstrap band."""
+    """Evaluation return vs env steps per env: IQM over seeds, 95% bootstrap band."""
     envs = list(envs)
     fig, axes = _figure(1, max(1, len(envs)), w=max(5.0, 8.0 / max(1, len(envs))), h=3.8)
     used = []
@@ -125,11 +125,11 @@ def learning_curves(curves: pd.DataFrame, envs, algos, colours, folder: Path, mi
             title += "\n" + textwrap.fill("no finished runs: " + ", ".join(missing[env]), 60)
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel("env steps")
-        ax.set_ylabel("episode return (IQM over seeds)")
+        ax.set_ylabel("evaluation return (IQM over seeds)")
     if not envs:
         _no_data(axes[0, 0], "no runs")
     _legend(fig, [a for a in algos if a in used], colours)
-    fig.suptitle("Training return vs env steps (IQM over seeds, 95% bootstrap band)")
+    fig.suptitle("Evaluation return vs env steps (held-out seeds; IQM over seeds, 95% bootstrap band)")
     return save(fig, folder, "learning_curves")
 
 
@@ -508,7 +508,7 @@ def improvement(poi: pd.DataFrame, colours, folder: Path, tasks: str) -> str:
     ax.set_xlim(-0.02, 1.02)
     ax.set(
         xlabel="probability of improvement (0.5 = no difference)",
-        title=f"Probability of improvement, 95% CIs ({tasks})",
+        title=f"Probability of improvement, 95% CIs\n({tasks})",
     )
     return save(fig, folder, "improvement")
 
@@ -530,7 +530,7 @@ def profiles(profile: pd.DataFrame, algos, colours, folder: Path, tasks: str) ->
         xlabel="normalized score τ (0 = random, 1 = solved)",
         ylabel="fraction of runs with score > τ",
         ylim=(-0.02, 1.02),
-        title=f"Performance profiles ({tasks})",
+        title=f"Performance profiles\n({tasks})",
     )
     _legend(fig, used, colours)
     return save(fig, folder, "profiles")

@@ -349,7 +349,6 @@ def render_report(out: Path, seed: int = 0) -> Path:
     claims_df = C.claims_table(claims)
 
     curve_cols = (
-        "rollout/ep_rew_mean",
         "train/grad_cosine",
         "train/grad_rel_var",
         "train/approx_kl",
@@ -359,9 +358,8 @@ def render_report(out: Path, seed: int = 0) -> Path:
         "textgen/proxy_reward",
         "textgen/gold_reward",
     )
-    curves = {
-        c: T.curves(sweep, c, seed, bins=T.BINS if c == "rollout/ep_rew_mean" else T.BINS // 2) for c in curve_cols
-    }
+    curves = {c: T.curves(sweep, c, seed, bins=T.BINS // 2) for c in curve_cols}
+    curves["eval/return_mean"] = T.eval_curves(sweep, seed)
 
     runs_sorted = runs.sort_values(["env", "algo", "seed"]) if not runs.empty else runs
     for name, df in (
@@ -388,7 +386,7 @@ def render_report(out: Path, seed: int = 0) -> Path:
     algos = list(sweep.algos)
     miss_by_env = {e: sorted(set(final[(final.env == e) & (final.n == 0)].algo)) for e in sweep.envs}
     tasks = f"{len(norm)} env{'s' if len(norm) != 1 else ''}: " + ", ".join(norm.env) if len(norm) else "no envs"
-    F.learning_curves(curves["rollout/ep_rew_mean"], sweep.envs, algos, colours, figs, miss_by_env)
+    F.learning_curves(curves["eval/return_mean"], sweep.envs, algos, colours, figs, miss_by_env)
     var_stems, stab_stems, cost_stems = {}, {}, {}
     for env in sweep.envs:
         slug = env_slug(env).replace("__", "-")
@@ -461,8 +459,9 @@ def render_report(out: Path, seed: int = 0) -> Path:
     S_["returns"].table(_display_final(final), "Final evaluation return per env × algorithm")
     S_["curves"].figure(
         "learning_curves",
-        "Training return (mean return of episodes finished in each update) vs "
-        "env steps; per-run values averaged in 40 equal env-step bins, IQM over seeds, 95% band.",
+        "Evaluation return vs env steps: held-out seeds, deterministic actions (TextGen: sampled answers to "
+        "held-out prompts, scored by the reward the learner is paid), before training and at the same fractions "
+        "of every run's budget; IQM over seeds with its 95% bootstrap band.",
     )
 
     S_["variance"].text(

@@ -358,6 +358,39 @@ def missing_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
 # Curves
 
 
+def eval_curves(sweep: Sweep, seed: int, column: str = "eval/return_mean") -> pd.DataFrame:
+    """Per env × algo: IQM over seeds of the k-th evaluation of each run, with its 95% interval.
+
+    Runs evaluate before training and at the same fractions of their budget, so the k-th evaluations of all
+    seeds belong together; env_steps is their median. Columns as in `curves`.
+    """
+    cols = ["env", "algo", "env_steps", "iqm", "low", "high", "n"]
+    if sweep.evals.empty or column not in sweep.evals:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for env in sweep.envs:
+        for algo in sweep.algos:
+            d = sweep.evals[(sweep.evals.env == env) & (sweep.evals.algo == algo)].sort_values(["seed", "env_steps"])
+            if d.empty:
+                continue
+            d = d.assign(k=d.groupby("seed").cumcount())
+            for _, g in d.groupby("k"):
+                p, lo, hi, n = iqm_ci(g[column], seed)
+                if n:
+                    rows.append(
+                        {
+                            "env": env,
+                            "algo": algo,
+                            "env_steps": float(g.env_steps.median()),
+                            "iqm": p,
+                            "low": lo,
+                            "high": hi,
+                            "n": n,
+                        }
+                    )
+    return pd.DataFrame(rows, columns=cols)
+
+
 def curves(sweep: Sweep, column: str, seed: int, bins: int = BINS, frame: str = "metrics") -> pd.DataFrame:
     """Per env × algo: IQM over seeds of `column` averaged in equal env-step bins, with its 95% interval.
 

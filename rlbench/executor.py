@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import re
 import time
 import traceback
 from collections import deque
@@ -247,7 +248,8 @@ class RayExecutor:
             result = ray.get(ref)
         except ray.exceptions.RayTaskError as err:
             cause = err.cause if err.cause is not None else err
-            return store_failure(run_dir, f"{type(cause).__name__}: {cause}", traceback=str(err))
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # Ray colours its remote traceback
+            return store_failure(run_dir, f"{type(cause).__name__}: {cause}", traceback=plain)
         except ray.exceptions.RayError as err:
             return store_failure(run_dir, f"worker died: {type(err).__name__}: {err}")
         store_result(run_dir, result)

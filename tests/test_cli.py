@@ -207,8 +207,24 @@ def test_a_full_disk_is_a_clear_error_and_keeps_finished_runs(tmp_path, monkeypa
 
     monkeypatch.setattr(store, "write_json", full_after_first_run)
     out = tmp_path / "sweep"
-    args = ["run", "--preset", "smoke", "--algos", "pg,critic", "--envs", "CartPole-v1", "--seeds", "1",
-            "--steps", "300", "--jobs", "1", "--out", str(out), "--no-report"]
+    args = [
+        "run",
+        "--preset",
+        "smoke",
+        "--algos",
+        "pg,critic",
+        "--envs",
+        "CartPole-v1",
+        "--seeds",
+        "1",
+        "--steps",
+        "300",
+        "--jobs",
+        "1",
+        "--out",
+        str(out),
+        "--no-report",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     message = " ".join(result.output.split())

@@ -96,8 +96,18 @@ def test_check_env_names_each_problem(pythonpath, name, failing, words):
 
 def test_a_broken_env_is_refused_before_any_run(pythonpath, tmp_path):
     out = tmp_path / "sweep"
-    result = rlbench(pythonpath, "run", "--envs", "brokenpkg:brokenpkg/NaNReward-v0", "--algos", "ppo",
-                     "--preset", "smoke", "--out", str(out))
+    result = rlbench(
+        pythonpath,
+        "run",
+        "--envs",
+        "brokenpkg:brokenpkg/NaNReward-v0",
+        "--algos",
+        "ppo",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 2
     assert "environment contract failed" in result.stderr and "finite rewards" in result.stderr
     assert not out.exists()
@@ -105,9 +115,25 @@ def test_a_broken_env_is_refused_before_any_run(pythonpath, tmp_path):
 
 def test_discrete_observations_and_multidiscrete_actions_run_end_to_end(pythonpath, tmp_path):
     out = tmp_path / "sweep"
-    result = rlbench(pythonpath, "run", "--envs", "FrozenLake-v1,brokenpkg:brokenpkg/Pick-v0", "--algos",
-                     "pg,ppo,grpo", "--group-sizes", "2", "--seeds", "1", "--steps", "1500", "--preset", "smoke",
-                     "--out", str(out), "--no-report")
+    result = rlbench(
+        pythonpath,
+        "run",
+        "--envs",
+        "FrozenLake-v1,brokenpkg:brokenpkg/Pick-v0",
+        "--algos",
+        "pg,ppo,grpo",
+        "--group-sizes",
+        "2",
+        "--seeds",
+        "1",
+        "--steps",
+        "1500",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--no-report",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     summaries = [json.loads(p.read_text()) for p in out.glob("**/summary.json")]
     assert len(summaries) == 6 and all(s["status"] == "ok" for s in summaries)

@@ -329,3 +329,27 @@ def test_markup_like_exception_text_is_reported_verbatim(more_faults_sweep):
     assert result.returncode == 1, result.stdout + result.stderr
     assert flat(reason) in flat(result.stdout), result.stdout
     assert flat(reason) in flat(result.stderr), result.stderr
+
+
+@pytest.fixture(scope="module")
+def ray_sweep(faulty_path, tmp_path_factory):
+    pytest.importorskip("ray")
+    out = tmp_path_factory.mktemp("ray") / "sweep"
+    envs = ["Healthy-v0", "Raise-v0", "Exit-v0", "Hang-v0"]
+    return out, rlbench_run(faulty_path, out, envs, "--executor", "ray", "--time-limit", f"{TIME_LIMIT:g}")
+
+
+def test_ray_executor_isolates_each_failure(ray_sweep):
+    out, result = ray_sweep
+    assert result.returncode == 1, result.stdout + result.stderr
+    for algo in ALGOS:
+        assert read(run_dir(out, "Healthy-v0", algo) / "summary.json")["status"] == "ok"
+        raised = read(run_dir(out, "Raise-v0", algo) / "failure.json")
+        assert raised["reason"] == f"RuntimeError: injected fault at episode step {FAULT_STEP}", raised
+        assert 'File "' in raised["traceback"] and "\x1b" not in raised["traceback"], raised
+        died = read(run_dir(out, "Exit-v0", algo) / "failure.json")
+        assert "worker died" in died["reason"], died
+        hung = read(run_dir(out, "Hang-v0", algo) / "failure.json")
+        assert "timeout" in hung["reason"], hung
+    for env in ("Raise-v0", "Exit-v0", "Hang-v0"):
+        assert f"faultyenvs--{env}" in flat(result.stderr)

@@ -82,3 +82,10 @@ def test_interrupted_sweep_resumes_to_the_same_results(tmp_path, reference):
     assert proc.returncode == 0, output
     assert {p: p.stat().st_mtime_ns for p in finished} == finished, "finished runs must not be redone"
     assert_same(reference, numeric_results(tmp_path))
+
+
+def test_ray_executor_gives_the_same_results(tmp_path, reference):
+    pytest.importorskip("ray")
+    proc = rlbench("--executor", "ray", "--out", str(tmp_path))
+    assert proc.wait() == 0, proc.stdout.read()
+    assert_same(reference, numeric_results(tmp_path))
