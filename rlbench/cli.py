@@ -27,10 +27,12 @@ from rlbench.matrix import (
     build_cells,
     check_env_id,
     get_preset,
+    import_env_modules,
     load_matrix_file,
     parse_ints,
     parse_list,
     parse_set,
+    qualify,
     resolve_algos,
     resolve_envs,
 )
@@ -75,6 +77,9 @@ def run(
     matrix: Annotated[
         Optional[Path], typer.Option(help="TOML matrix file; flags given on the command line override it.")
     ] = None,
+    env_module: Annotated[
+        list[str], typer.Option("--env-module", help="Import this module first; it registers its envs (repeatable).")
+    ] = [],
     env_kwargs: Annotated[
         Optional[str], typer.Option(help="JSON keyword arguments for the envs, e.g. '{\"size\": 8}'.")
     ] = None,
@@ -113,6 +118,7 @@ def run(
         else:
             seed_values = list(range(spec["seeds"])) if "seeds" in spec else None
         preset = preset or spec.get("preset", "quick")
+        registered = import_env_modules(env_module or list(spec.get("env_modules", [])))
         if envs is not None:
             env_requests = resolve_envs(parse_list(envs, "--envs"), parse_env_kwargs(env_kwargs))
         elif "envs" in spec:
@@ -121,7 +127,7 @@ def run(
             env_requests = resolve_envs(list(get_preset(preset).envs), parse_env_kwargs(env_kwargs))
         cells = build_cells(
             algos=parse_list(algos, "--algos") if algos is not None else list(spec.get("algos", ["all"])),
-            envs=env_requests,
+            envs=qualify(env_requests, registered),
             preset_name=preset,
             seeds=seed_values,
             steps=steps if steps is not None else spec.get("steps"),

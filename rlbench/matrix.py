@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,28 @@ def resolve_envs(names: list[str], kwargs: dict[str, Any] | None = None) -> list
     return [EnvRequest(env_id, dict(kwargs or {})) for env_id in dict.fromkeys(ids)]
 
 
+def import_env_modules(modules: list[str]) -> dict[str, str]:
+    """Import each module (it registers its envs with Gymnasium); return {id it registered: module}.
+
+    Requests for those ids are then written in Gymnasium's `module:id` form, so that worker processes, which
+    import nothing on their own, register them too.
+    """
+    registered: dict[str, str] = {}
+    for module in modules:
+        before = set(gym.registry)
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise MatrixError(f"--env-module {module!r} cannot be imported: {err}") from None
+        registered |= dict.fromkeys(sorted(set(gym.registry) - before), module)
+    return registered
+
+
+def qualify(requests: list[EnvRequest], registered: dict[str, str]) -> list[EnvRequest]:
+    """Requests whose id a --env-module registered, rewritten as `module:id`."""
+    return [dataclasses.replace(r, id=f"{registered[r.id]}:{r.id}") if r.id in registered else r for r in requests]
+
+
 def check_env_id(env_id: str) -> None:
     """Raise MatrixError unless env_id is a registered Gymnasium id (importing `module:` prefixes)."""
     try:
@@ -270,7 +293,7 @@ def _custom_budgets() -> dict[str, int]:
     return BUILTIN_ENVS["CartPole-v1"].budgets
 
 
-MATRIX_KEYS = {"preset", "algos", "envs", "seeds", "seed_list", "steps", "group_sizes", "set"}
+MATRIX_KEYS = {"preset", "algos", "envs", "env_modules", "seeds", "seed_list", "steps", "group_sizes", "set"}
 ENV_KEYS = {"id", "kwargs", "steps"}
 
 

@@ -139,3 +139,34 @@ def test_discrete_observations_and_multidiscrete_actions_run_end_to_end(pythonpa
     assert len(summaries) == 6 and all(s["status"] == "ok" for s in summaries)
     pick = json.loads((out / "brokenpkg--brokenpkg__Pick-v0/ppo/seed0/summary.json").read_text())
     assert pick["params_policy"] == 3 * 64 + 64 + 64 * 64 + 64 + 64 * 5 + 5  # one output per action option
+
+
+def test_env_module_registers_plain_ids_for_the_workers_too(pythonpath, tmp_path):
+    out = tmp_path / "sweep"
+    result = rlbench(
+        pythonpath,
+        "run",
+        "--env-module",
+        "brokenpkg",
+        "--envs",
+        "brokenpkg/Pick-v0",
+        "--algos",
+        "pg",
+        "--seeds",
+        "1",
+        "--steps",
+        "400",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--no-report",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = json.loads((out / "brokenpkg--brokenpkg__Pick-v0/pg/seed0/config.json").read_text())
+    assert config["env_id"] == "brokenpkg:brokenpkg/Pick-v0"
+
+
+def test_an_env_module_that_cannot_be_imported_is_a_clear_error(pythonpath, tmp_path):
+    result = rlbench(pythonpath, "run", "--env-module", "no_such_pkg", "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "no_such_pkg" in result.stderr and "cannot be imported" in result.stderr

@@ -70,5 +70,6 @@ def test_add_an_environment_guide(tmp_path):
     for sweep in ("runs/corridor", "runs/corridor-matrix"):
         summaries = list((tmp_path / sweep / corridor).glob("*/seed*/summary.json"))
         assert len(summaries) == 4, sweep
+    assert list((tmp_path / "runs/corridor-module" / corridor).glob("ppo/seed0/summary.json"))
     html = (tmp_path / "runs/corridor/report/report.html").read_text()
     assert "Corridor-v0" in html
