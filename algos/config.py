@@ -156,3 +156,10 @@ def _check_field(name: str, value: Any, hint: Any) -> None:
     }[hint]
     if not ok:
         raise ValueError(f"{name} = {value!r}: expected {hint.__name__}")
+
+
+def group_preset(name: str, **changes: Any) -> AlgoConfig:
+    """A GRPO-family preset: no critic, G = 8 episodes from each of 4 start states per update, group-relative
+    advantages, the clipped surrogate and β = 0.04 k3 KL to the reference (DeepSeekMath), plus `changes`."""
+    base = dict(advantage="group", policy_loss="clip", collect="episodes", n_envs=4, group_size=8, kl_coef=0.04)
+    return AlgoConfig(name=name, **{**base, "norm_adv": False, **changes})

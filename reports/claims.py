@@ -267,7 +267,14 @@ def evaluate_claims(runs: pd.DataFrame, seed: int = 0) -> list[Claim]:
     classic = runs[~runs.env.map(is_textgen)] if len(runs) else runs
     textgen = runs[runs.env.map(is_textgen)] if len(runs) else runs
     grpo = [a for a in algos if not runs[(runs.algo == a) & runs.group_size.notna()].empty]
-    kw = {"seed": seed}
+    others = [a for a in algos if a != "pg"]
+    all_g = "grpo (all G) vs ppo"
+
+    def vs(data: pd.DataFrame, x, y, column: str, metric: str, kind: str, direction: int, **extra) -> Row:
+        return compare(data, x, y, column, metric=metric, kind=kind, direction=direction, seed=seed, **extra)
+
+    def context(*args, **extra) -> Row:
+        return vs(*args, role="context", **extra)
 
     c1 = Claim(
         "C1",
@@ -276,48 +283,14 @@ def evaluate_claims(runs: pd.DataFrame, seed: int = 0) -> list[Claim]:
         "minibatches, median over updates), which unlike the relative variance does not shrink with batch size: "
         "pg vs the other algorithms pooled; > 1 means pg's gradients are noisier per sample",
     )
-    others = [a for a in algos if a != "pg"]
-    c1.rows.append(
-        compare(
-            runs,
-            ["pg"],
-            others,
-            "grad_noise_scale",
-            metric="gradient noise scale",
-            kind="ratio",
-            direction=+1,
-            label="pg vs all others",
-            **kw,
-        )
-    )
-    c1.rows.append(
-        compare(
-            runs,
-            ["pg"],
-            others,
-            "grad_cosine",
-            metric="gradient cosine similarity",
-            kind="diff",
-            direction=-1,
-            role="context",
-            label="pg vs all others",
-            **kw,
-        )
-    )
-    for a in others:
-        c1.rows.append(
-            compare(
-                runs,
-                ["pg"],
-                [a],
-                "grad_noise_scale",
-                metric="gradient noise scale",
-                kind="ratio",
-                direction=+1,
-                role="context",
-                **kw,
-            )
-        )
+    noise = ("grad_noise_scale", "gradient noise scale", "ratio", +1)
+    c1.rows += [
+        vs(runs, ["pg"], others, *noise, label="pg vs all others"),
+        context(
+            runs, ["pg"], others, "grad_cosine", "gradient cosine similarity", "diff", -1, label="pg vs all others"
+        ),
+        *(context(runs, ["pg"], [a], *noise) for a in others),
+    ]
 
     c2 = Claim(
         "C2",
@@ -327,70 +300,13 @@ def evaluate_claims(runs: pd.DataFrame, seed: int = 0) -> list[Claim]:
         note="unbiasedness needs an MDP with a known gradient and is not measured by a sweep: "
         "tests/test_gradients.py checks it on a 2-step MDP with a closed-form gradient",
     )
-    c2.rows.append(
-        compare(
-            runs,
-            ["critic"],
-            ["pg"],
-            "grad_noise_scale",
-            metric="gradient noise scale",
-            kind="ratio",
-            direction=-1,
-            **kw,
-        )
-    )
-    c2.rows.append(
-        compare(
-            runs,
-            ["critic"],
-            ["pg"],
-            "grad_rel_var",
-            metric="gradient relative variance",
-            kind="ratio",
-            direction=-1,
-            role="context",
-            **kw,
-        )
-    )
-    c2.rows.append(
-        compare(
-            runs,
-            ["critic"],
-            ["pg"],
-            "adv_std",
-            metric="advantage std",
-            kind="ratio",
-            direction=-1,
-            role="context",
-            **kw,
-        )
-    )
-    c2.rows.append(
-        compare(
-            classic,
-            ["critic"],
-            ["pg"],
-            "final_return",
-            metric="final return",
-            kind="diff",
-            direction=+1,
-            role="context",
-            **kw,
-        )
-    )
-    c2.rows.append(
-        compare(
-            classic,
-            ["critic"],
-            ["pg"],
-            "auc",
-            metric="area under the return curve",
-            kind="diff",
-            direction=+1,
-            role="context",
-            **kw,
-        )
-    )
+    c2.rows += [
+        vs(runs, ["critic"], ["pg"], "grad_noise_scale", "gradient noise scale", "ratio", -1),
+        context(runs, ["critic"], ["pg"], "grad_rel_var", "gradient relative variance", "ratio", -1),
+        context(runs, ["critic"], ["pg"], "adv_std", "advantage std", "ratio", -1),
+        context(classic, ["critic"], ["pg"], "final_return", "final return", "diff", +1),
+        context(classic, ["critic"], ["pg"], "auc", "area under the return curve", "diff", +1),
+    ]
 
     c3 = Claim(
         "C3",
@@ -398,63 +314,22 @@ def evaluate_claims(runs: pd.DataFrame, seed: int = 0) -> list[Claim]:
         "approx KL(π_old‖π_new) per update (ratio < 1) and max drawdown of the evaluation return curve "
         "(difference < 0), ppo vs critic",
     )
-    c3.rows.append(
-        compare(runs, ["ppo"], ["critic"], "approx_kl", metric="approx KL per update", kind="ratio", direction=-1, **kw)
-    )
-    c3.rows.append(
-        compare(
-            classic,
-            ["ppo"],
-            ["critic"],
-            "drawdown",
-            metric="max drawdown (fraction of range)",
-            kind="diff",
-            direction=-1,
-            statistic="mean",
-            **kw,
-        )
-    )
-    c3.rows.append(
-        compare(
-            classic,
-            ["ppo"],
-            ["critic"],
-            "collapsed",
-            metric="collapse rate",
-            kind="diff",
-            direction=-1,
-            statistic="mean",
-            role="context",
-            **kw,
-        )
-    )
-    c3.rows.append(
-        compare(
+    c3.rows += [
+        vs(runs, ["ppo"], ["critic"], "approx_kl", "approx KL per update", "ratio", -1),
+        vs(classic, ["ppo"], ["critic"], "drawdown", "max drawdown (fraction of range)", "diff", -1, statistic="mean"),
+        context(classic, ["ppo"], ["critic"], "collapsed", "collapse rate", "diff", -1, statistic="mean"),
+        context(
             classic,
             ["ppo"],
             ["critic"],
             "final_return",
-            metric="across-seed std of final return",
-            kind="ratio",
-            direction=-1,
+            "across-seed std of final return",
+            "ratio",
+            -1,
             statistic="std",
-            role="context",
-            **kw,
-        )
-    )
-    c3.rows.append(
-        compare(
-            runs,
-            ["ppo"],
-            ["critic"],
-            "clip_fraction",
-            metric="clip fraction",
-            kind="diff",
-            direction=+1,
-            role="context",
-            **kw,
-        )
-    )
+        ),
+        context(runs, ["ppo"], ["critic"], "clip_fraction", "clip fraction", "diff", +1),
+    ]
 
     c4 = Claim(
         "C4",
@@ -465,50 +340,13 @@ def evaluate_claims(runs: pd.DataFrame, seed: int = 0) -> list[Claim]:
         c4.note = "no TextGen runs in this sweep (run with --envs rlbench/TextGen-v0)"
         c4.rows.append(Row("proxy − gold gap", "ppo_kl vs ppo", "difference of IQMs", 0.0, -1, note="no TextGen runs"))
     else:
-        c4.rows.append(
-            compare(textgen, ["ppo_kl"], ["ppo"], "gap", metric="proxy − gold gap", kind="diff", direction=-1, **kw)
-        )
-        c4.rows.append(
-            compare(
-                textgen,
-                ["ppo_kl"],
-                ["ppo"],
-                "kl_to_ref",
-                metric="KL to reference",
-                kind="ratio",
-                direction=-1,
-                role="context",
-                **kw,
-            )
-        )
-        c4.rows.append(
-            compare(
-                textgen,
-                ["ppo_kl"],
-                ["ppo"],
-                "gold",
-                metric="gold reward",
-                kind="diff",
-                direction=+1,
-                role="context",
-                **kw,
-            )
-        )
+        c4.rows += [
+            vs(textgen, ["ppo_kl"], ["ppo"], "gap", "proxy − gold gap", "diff", -1),
+            context(textgen, ["ppo_kl"], ["ppo"], "kl_to_ref", "KL to reference", "ratio", -1),
+            context(textgen, ["ppo_kl"], ["ppo"], "gold", "gold reward", "diff", +1),
+        ]
         if grpo:
-            c4.rows.append(
-                compare(
-                    textgen,
-                    grpo,
-                    ["ppo"],
-                    "gap",
-                    metric="proxy − gold gap",
-                    kind="diff",
-                    direction=-1,
-                    role="context",
-                    label="grpo (all G) vs ppo",
-                    **kw,
-                )
-            )
+            c4.rows.append(context(textgen, grpo, ["ppo"], "gap", "proxy − gold gap", "diff", -1, label=all_g))
 
     c5 = Claim(
         "C5",
@@ -519,63 +357,15 @@ def evaluate_claims(runs: pd.DataFrame, seed: int = 0) -> list[Claim]:
     )
     if not grpo:
         c5.note = "no GRPO runs in this sweep"
-    c5.rows.append(
-        compare(
-            runs,
-            grpo,
-            ["ppo"],
-            "update_flops_per_env_step",
-            metric="update FLOPs per env step",
-            kind="ratio",
-            direction=-1,
-            label="grpo (all G) vs ppo",
-            **kw,
-        )
-    )
-    c5.rows.append(
-        compare(
-            runs,
-            grpo,
-            ["ppo"],
-            "params_total",
-            metric="parameters (policy + critic)",
-            kind="ratio",
-            direction=-1,
-            label="grpo (all G) vs ppo",
-            **kw,
-        )
-    )
-    c5.rows.append(_group_rows(runs, "grad_rel_var", "gradient relative variance", -1, "test", seed))
-    c5.rows.append(_group_rows(runs, "env_steps_per_update", "env steps per update", +1, "test", seed))
-    c5.rows.append(
-        compare(
-            runs,
-            grpo,
-            ["ppo"],
-            "peak_rss_mb",
-            metric="peak resident memory",
-            kind="ratio",
-            direction=-1,
-            role="context",
-            label="grpo (all G) vs ppo",
-            **kw,
-        )
-    )
-    c5.rows.append(
-        compare(
-            runs,
-            grpo,
-            ["ppo"],
-            "wall_time_s",
-            metric="wall time",
-            kind="ratio",
-            direction=-1,
-            role="context",
-            label="grpo (all G) vs ppo",
-            **kw,
-        )
-    )
-    c5.rows.append(_group_rows(classic, "auc", "area under the return curve", -1, "context", seed))
+    c5.rows += [
+        vs(runs, grpo, ["ppo"], "update_flops_per_env_step", "update FLOPs per env step", "ratio", -1, label=all_g),
+        vs(runs, grpo, ["ppo"], "params_total", "parameters (policy + critic)", "ratio", -1, label=all_g),
+        _group_rows(runs, "grad_rel_var", "gradient relative variance", -1, "test", seed),
+        _group_rows(runs, "env_steps_per_update", "env steps per update", +1, "test", seed),
+        context(runs, grpo, ["ppo"], "peak_rss_mb", "peak resident memory", "ratio", -1, label=all_g),
+        context(runs, grpo, ["ppo"], "wall_time_s", "wall time", "ratio", -1, label=all_g),
+        _group_rows(classic, "auc", "area under the return curve", -1, "context", seed),
+    ]
     return [c1, c2, c3, c4, c5]
 
 

@@ -159,35 +159,11 @@ def variance(
     else:
         order = [a for a in algos if a in set(r.algo)]
         used |= set(order)
+        common = dict(data=r, x="algo", y="final_return", order=order, hue="algo", palette=colours, ax=ax, legend=False)
         with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated `vert` to bxp
             warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
-            sns.boxplot(
-                data=r,
-                x="algo",
-                y="final_return",
-                order=order,
-                hue="algo",
-                palette=colours,
-                ax=ax,
-                legend=False,
-                showfliers=False,
-                boxprops={"alpha": 0.35},
-                width=0.6,
-            )
-        sns.stripplot(
-            data=r,
-            x="algo",
-            y="final_return",
-            order=order,
-            hue="algo",
-            palette=colours,
-            ax=ax,
-            legend=False,
-            size=5,
-            edgecolor="0.2",
-            linewidth=0.6,
-            jitter=0.15,
-        )
+            sns.boxplot(**common, showfliers=False, boxprops={"alpha": 0.35}, width=0.6)
+        sns.stripplot(**common, size=5, edgecolor="0.2", linewidth=0.6, jitter=0.15)
         ax.set(xlabel="", ylabel="final evaluation return", title="final return across seeds")
         ax.tick_params(axis="x", rotation=45)
     _legend(fig, [a for a in algos if a in used], colours)
