@@ -338,6 +338,39 @@ def bench_textgen(
     )
 
 
+@bench_app.command("sb3")
+def bench_sb3(
+    env: Annotated[str, typer.Option(help="Gymnasium id to train on.")] = "CartPole-v1",
+    steps: Annotated[int, typer.Option(help="Env-step budget per run.")] = 100_000,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
+) -> None:
+    """rlbench's ppo vs Stable-Baselines3's PPO with the same hyperparameters: env steps/s and final return."""
+    try:
+        from rlbench.compare_sb3 import compare, summarize
+    except ImportError:
+        raise fail("the SB3 comparison needs stable-baselines3: pip install 'rlbench[dev]'") from None
+    try:
+        check_env_id(env)
+        seed_values = parse_ints(seeds, "--seeds")
+        if steps <= 0:
+            raise MatrixError(f"--steps must be > 0, got {steps}")
+        runs = compare(env, steps, seed_values)
+    except (MatrixError, ValueError) as err:
+        raise fail(str(err)) from None
+    table = Table(title=f"{escape(env)}: ppo, {steps:,} env steps per run, 1 thread (mean over seeds {seeds})")
+    for col in ("implementation", "env steps/s", "speed vs SB3", "final return", "wall time (s)"):
+        table.add_column(col, justify="right" if col != "implementation" else "left")
+    for row in summarize(runs).reset_index().itertuples():
+        table.add_row(
+            row.impl,
+            f"{row.env_steps_per_s:,.0f}",
+            f"{row.speed_vs_sb3:.2f}×",
+            f"{row.final_return:.1f} ± {row.final_return_std:.1f}",
+            f"{row.wall_time_s:.1f}",
+        )
+    console.print(table)
+
+
 @app.command()
 def fingerprints(
     update: Annotated[bool, typer.Option("--update", help="Rewrite the stored fingerprints deliberately.")] = False,
