@@ -70,7 +70,7 @@ def ci(point, low, high) -> str:
     if not np.isfinite(float(point)):
         return "—"
     if not (np.isfinite(float(low)) and np.isfinite(float(high))):
-        return f"{fmt(point)} (n<2: no CI)"
+        return f"{fmt(point)} (no CI)"
     return f"{fmt(point)} [{fmt(low)}, {fmt(high)}]"
 
 

@@ -245,6 +245,19 @@ def test_claim_verdicts_follow_the_data() -> None:
     assert verdicts(runs)["C5"] == C.CONTRADICTED
 
 
+def test_claim_c3_uses_the_no_clip_ablation_when_the_sweep_has_it() -> None:
+    rng = np.random.default_rng(1)
+    runs = synthetic_runs(rng, pg=3.0, critic=0.5)  # ppo's KL is larger than critic's: contradicted vs critic
+    noclip = runs[runs.algo == "ppo"].assign(algo="ppo_noclip")
+    noclip[["approx_kl", "drawdown"]] *= 10.0  # without the clip, updates are 10x larger and less stable
+    with_ablation = pd.concat([runs, noclip], ignore_index=True)
+    claim = next(c for c in C.evaluate_claims(with_ablation, seed=0) if c.id == "C3")
+    assert claim.verdict == C.SUPPORTED
+    assert [r.comparison for r in claim.rows if r.role == "test"] == ["ppo vs ppo_noclip"] * 2
+    noclip[["approx_kl", "drawdown"]] /= 100.0  # the clip made updates larger: the verdict flips
+    assert verdicts(pd.concat([runs, noclip], ignore_index=True))["C3"] == C.CONTRADICTED
+
+
 def test_claim_c4_from_textgen_runs_and_missing_data() -> None:
     rows = []
     for algo, gap in (("ppo", 0.6), ("ppo_kl", 0.1)):
