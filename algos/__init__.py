@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 
 from rlbench.algos.config import AlgoConfig
 
@@ -27,4 +28,13 @@ LADDER: tuple[str, ...] = ("pg", "critic", "ppo", "ppo_kl", "grpo")
 
 PRESETS = {name: PRESETS[name] for name in LADDER} | {k: v for k, v in PRESETS.items() if k not in LADDER}
 
-__all__ = ["AlgoConfig", "DESCRIPTIONS", "LADDER", "PRESETS"]
+
+def order_key(column: str) -> tuple[int, int, str]:
+    """Sort key of a matrix column: presets in PRESETS order (the ladder first), a family's `-gG` columns by G."""
+    match = re.fullmatch(r"(.+)-g(\d+)", column)
+    base, g = (match.group(1), int(match.group(2))) if match else (column, 0)
+    names = list(PRESETS)
+    return (names.index(base) if base in names else len(names), g, column)
+
+
+__all__ = ["AlgoConfig", "DESCRIPTIONS", "LADDER", "PRESETS", "order_key"]

@@ -95,6 +95,12 @@ class AlgoConfig:
                 raise ValueError(f"{self.name}.{name} = {value!r}: must be in (0, 10) or none")
         if self.value_epochs < 0:
             raise ValueError(f"{self.name}.value_epochs = {self.value_epochs!r}: must be >= 0")
+        if self.value_epochs and not self.uses_critic:
+            raise ValueError(
+                f"{self.name}.value_epochs = {self.value_epochs}: needs a critic (advantage baseline or gae)"
+            )
+        if self.clip is None and self.clip_high is not None:
+            raise ValueError(f"{self.name}.clip_high = {self.clip_high}: needs a clip (clip is none)")
         for name in ("kl_coef", "ent_coef", "vf_coef", "std_floor"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{self.name}.{name} = {getattr(self, name)!r}: must be >= 0")

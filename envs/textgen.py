@@ -31,10 +31,10 @@ TOKEN_TEXT = "0123456789!$|."
 """One character per token id: "!" = BANG, "$" = EOS, "|" = SEP, "." = PAD."""
 
 BUDGETS = {"smoke": 1_500, "quick": 20_000, "full": 60_000}
-EVAL_POINTS = 20
-"""Evaluations per TextGen run (256 held-out prompts cost ~10 ms): enough to resolve gold's rise-then-fall."""
 """Env steps (= generated tokens, EOS included) per run and preset: smoke ≈ 2 updates of a 128-completion
 batch (~1–2 s); quick ≈ 30 such updates: ppo without KL finds the loophole in ~15 updates and settles."""
+EVAL_POINTS = 20
+"""Evaluations per TextGen run (256 held-out prompts cost ~10 ms): enough to resolve gold's rise-then-fall."""
 ALGO_OVERRIDES = {"gamma": 1.0, "n_envs": 16, "ppo_kl.kl_coef": 1.0, "grpo.kl_coef": 1.0}
 """Matrix settings on TextGen (`ALGO.FIELD` for one algorithm): undiscounted outcome reward, 16 prompts per
 update, and β = 1. With a per-token KL against unit-scale (normalised or group z-scored) advantages, the

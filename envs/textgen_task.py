@@ -23,7 +23,7 @@ from rlbench.rollout import Trajectories
 from rlbench.task import Task
 
 SEQS_PER_PROMPT = 8
-"""Completions per update per n_envs for non-group algorithms: GRPO's default G (rlbench.algos.grpo)."""
+"""Completions per update per n_envs for non-group algorithms: GRPO's default G (rlbench.algos.config.group_preset)."""
 EVAL_SEED = 3
 """Seeds the sampled completions of every evaluation (the same draws for every run and update)."""
 

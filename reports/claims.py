@@ -243,8 +243,15 @@ def compare(
     return Row(metric, name, what, null, direction, ci, nx, ny, role, note)
 
 
+def is_grpo(algo: str) -> bool:
+    """A `grpo` matrix column (`grpo-g4`, …), not another group-advantage preset such as rloo or dr_grpo."""
+    return algo.rsplit("-g", 1)[0] == "grpo"
+
+
 def _group_rows(runs: pd.DataFrame, column: str, metric: str, direction: int, role: str, seed: int) -> Row:
-    grp = runs[runs.group_size.notna()] if "group_size" in runs else runs.iloc[0:0]
+    grp = (
+        runs[runs.group_size.notna() & runs.algo.map(is_grpo).astype(bool)] if "group_size" in runs else runs.iloc[0:0]
+    )
     envs = sorted(grp.env.unique())
     g = [grp[grp.env == e].group_size.to_numpy(float) for e in envs]
     v = [grp[grp.env == e][column].to_numpy(float) if column in grp else np.array([]) for e in envs]
@@ -276,7 +283,7 @@ def evaluate_claims(runs: pd.DataFrame, seed: int = 0) -> list[Claim]:
     algos = list(dict.fromkeys(runs.algo))
     classic = runs[~runs.env.map(is_textgen)] if len(runs) else runs
     textgen = runs[runs.env.map(is_textgen)] if len(runs) else runs
-    grpo = [a for a in algos if not runs[(runs.algo == a) & runs.group_size.notna()].empty]
+    grpo = [a for a in algos if is_grpo(a) and not runs[(runs.algo == a) & runs.group_size.notna()].empty]
     others = [a for a in algos if a != "pg"]
     all_g = "grpo (all G) vs ppo"
 
@@ -289,9 +296,10 @@ def evaluate_claims(runs: pd.DataFrame, seed: int = 0) -> list[Claim]:
     c1 = Claim(
         "C1",
         'Raw ("absolute") rewards give high-variance gradient estimates.',
-        "gradient noise scale B = E‖g_k − ḡ‖²/‖ḡ‖² × samples per minibatch (McCandlish et al. 2018; K disjoint "
-        "minibatches, median over updates), which unlike the relative variance does not shrink with batch size: "
-        "pg vs the other algorithms pooled; > 1 means pg's gradients are noisier per sample",
+        "gradient noise scale B = Σ tr(Σ) / Σ |G|² over a run's updates, from McCandlish et al. (2018)'s unbiased "
+        "two-batch-size estimates (K disjoint minibatches and their union), which unlike the relative variance "
+        "does not depend on batch size: pg vs the other algorithms pooled; > 1 means pg's gradients are noisier "
+        "per sample",
     )
     noise = ("grad_noise_scale", "gradient noise scale", "ratio", +1)
     c1.rows += [

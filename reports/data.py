@@ -5,17 +5,13 @@ Nothing here computes statistics; it only reads the run store (rlbench.store) an
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from rlbench import store
-
-LADDER = ("pg", "critic", "ppo", "ppo_kl")
-"""The story's algorithms in the order it tells them; GRPO columns follow, sorted by G, then any others."""
+from rlbench.algos import order_key
 
 DONE = ("ok", "diverged", "env_nan")
 """Statuses of runs that finished training (their metrics and evaluations exist)."""
@@ -77,21 +73,11 @@ class Sweep:
         return palette(self.algos)
 
 
-def algo_sort_key(name: str) -> tuple:
-    """Ladder first, then GRPO by G, then anything else alphabetically."""
-    if name in LADDER:
-        return (0, LADDER.index(name), 0, name)
-    match = re.fullmatch(r"grpo-g(\d+)", name)
-    if match:
-        return (1, 0, int(match.group(1)), name)
-    return (2, 0, 0, name)
-
-
 def palette(algos: tuple[str, ...] | list[str]) -> dict[str, str]:
     used = {FIXED_COLOURS[a] for a in algos if a in FIXED_COLOURS}
     spare = [c for c in OKABE_ITO + TOL_MUTED if c not in used]
     out = {}
-    for a in sorted(algos, key=algo_sort_key):
+    for a in sorted(algos, key=order_key):
         if a in FIXED_COLOURS:
             out[a] = FIXED_COLOURS[a]
         else:
@@ -133,7 +119,7 @@ def load_sweep(out: Path) -> Sweep:
     runs.loc[unfinished & (runs["reason"] == ""), "reason"] = "no summary.json or failure.json (unfinished)"
     cfg = pd.DataFrame([_read_config_fields(d) for d in runs["run_dir"]], index=runs.index)
     runs = pd.concat([runs, cfg], axis=1)
-    algos = tuple(sorted(runs["algo"].unique(), key=algo_sort_key))
+    algos = tuple(sorted(runs["algo"].unique(), key=order_key))
     runs["_rank"] = runs["algo"].map({a: i for i, a in enumerate(algos)})
     runs = runs.sort_values(["env", "_rank", "seed"]).drop(columns="_rank").reset_index(drop=True)
     metrics, evals = [], []
@@ -155,10 +141,3 @@ def load_sweep(out: Path) -> Sweep:
 
 def is_textgen(env_id: str) -> bool:
     return "textgen" in env_id.lower()
-
-
-def finite(x) -> bool:
-    try:
-        return math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False

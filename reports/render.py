@@ -467,9 +467,10 @@ def render_report(out: Path, seed: int = 0) -> Path:
     S_["variance"].text(
         "Gradient noise: policy-loss gradients of K disjoint minibatches of the same batch before "
         "the update's first optimizer step. Cosine = mean pairwise cosine (higher = less noise); "
-        "relative variance = E‖g_k − ḡ‖² / ‖ḡ‖² (lower = less noise); noise scale = relative variance × samples "
-        "per minibatch (McCandlish et al. 2018), which does not shrink with batch size, so it compares algorithms "
-        "whose batches differ. Per-run medians over updates (cosine: means)."
+        "relative variance = E‖g_k − ḡ‖² / ‖ḡ‖² (lower = less noise); noise scale = Σ tr(Σ) / Σ |G|² over the "
+        "run, McCandlish et al.'s (2018) unbiased estimate from the minibatch and full-batch gradients, which does "
+        "not depend on batch size, so it compares algorithms whose batches differ. Per run: relative variance as "
+        "a median over updates, cosine as a mean."
     )
     S_["variance"].table(
         _display_cells(

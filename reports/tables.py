@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rlbench.algos import order_key
 from rlbench.reports import stats as S
-from rlbench.reports.data import Sweep, algo_sort_key, is_textgen
+from rlbench.reports.data import Sweep, is_textgen
 
 REPS = 2000
 """Bootstrap resamples for every interval in the report."""
@@ -96,6 +97,12 @@ def _median(df: pd.DataFrame, col: str) -> float:
     return float(np.median(v)) if v.size else np.nan
 
 
+def _num(row, name: str) -> float:
+    """A summary field as float; NaN when absent or stored as null (JSON has no NaN)."""
+    value = getattr(row, name, None)
+    return np.nan if value is None else float(value)
+
+
 def _cells(sweep: Sweep) -> list[tuple[str, str]]:
     """Every env × algorithm pair of the sweep in report order."""
     return [(e, a) for e in sweep.envs for a in sweep.algos]
@@ -147,10 +154,10 @@ def per_run(sweep: Sweep) -> pd.DataFrame:
         eval_curve = e["eval/return_mean"].to_numpy(dtype=float) if not e.empty else np.array([])
         fin = np.isfinite(eval_curve)
         auc = S.auc(e["env_steps"].to_numpy(float)[fin], eval_curve[fin]) if fin.sum() >= 2 else np.nan
-        final = float(getattr(r, "final_return", np.nan))
-        updates = float(getattr(r, "updates", np.nan))
-        env_steps = float(getattr(r, "env_steps", np.nan))
-        flops = float(getattr(r, "flops_per_update", np.nan))
+        final = _num(r, "final_return")
+        updates = _num(r, "updates")
+        env_steps = _num(r, "env_steps")
+        flops = _num(r, "flops_per_update")
         row = {
             "env": r.env,
             "algo": r.algo,
@@ -164,7 +171,7 @@ def per_run(sweep: Sweep) -> pd.DataFrame:
             "diverged": float(r.status == "diverged"),
             "grad_cosine": _mean(m, "train/grad_cosine"),
             "grad_rel_var": _median(m, "train/grad_rel_var"),
-            "grad_noise_scale": _median(m, "train/grad_noise_scale"),
+            "grad_noise_scale": _num(r, "grad_noise_scale"),
             "adv_std": _mean(m, "train/adv_std"),
             "approx_kl": _mean(m, "train/approx_kl"),
             "clip_fraction": _mean(m, "train/clip_fraction"),
@@ -174,15 +181,15 @@ def per_run(sweep: Sweep) -> pd.DataFrame:
             "env_steps": env_steps,
             "updates": updates,
             "env_steps_per_update": env_steps / updates if updates else np.nan,
-            "wall_time_s": float(getattr(r, "wall_time_s", np.nan)),
-            "rollout_time_s": float(getattr(r, "rollout_time_s", np.nan)),
-            "update_time_s": float(getattr(r, "update_time_s", np.nan)),
-            "env_steps_per_s": float(getattr(r, "env_steps_per_s", np.nan)),
+            "wall_time_s": _num(r, "wall_time_s"),
+            "rollout_time_s": _num(r, "rollout_time_s"),
+            "update_time_s": _num(r, "update_time_s"),
+            "env_steps_per_s": _num(r, "env_steps_per_s"),
             "flops_per_update": flops,
             "update_flops_per_env_step": flops * updates / env_steps if env_steps else np.nan,
-            "params_policy": float(getattr(r, "params_policy", np.nan)),
-            "params_critic": float(getattr(r, "params_critic", np.nan)),
-            "peak_rss_mb": float(getattr(r, "peak_rss_mb", np.nan)),
+            "params_policy": _num(r, "params_policy"),
+            "params_critic": _num(r, "params_critic"),
+            "peak_rss_mb": _num(r, "peak_rss_mb"),
         }
         row["params_total"] = row["params_policy"] + np.nan_to_num(row["params_critic"])
         if is_textgen(r.env):
@@ -359,10 +366,10 @@ def missing_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def eval_curves(sweep: Sweep, seed: int, column: str = "eval/return_mean") -> pd.DataFrame:
-    """Per env × algo: IQM over seeds of the k-th evaluation of each run, with its 95% interval.
+    """Per env × algo: IQM over seeds of each evaluation checkpoint, with its 95% interval.
 
-    Runs evaluate before training and at the same fractions of their budget, so the k-th evaluations of all
-    seeds belong together; env_steps is their median. Columns as in `curves`.
+    Runs evaluate before training and at the same fractions of their budget (checkpoint k of eval_points), so
+    the checkpoint-k evaluations of all seeds belong together; env_steps is their median. Columns as in `curves`.
     """
     cols = ["env", "algo", "env_steps", "iqm", "low", "high", "n"]
     if sweep.evals.empty or column not in sweep.evals:
@@ -373,8 +380,7 @@ def eval_curves(sweep: Sweep, seed: int, column: str = "eval/return_mean") -> pd
             d = sweep.evals[(sweep.evals.env == env) & (sweep.evals.algo == algo)].sort_values(["seed", "env_steps"])
             if d.empty:
                 continue
-            d = d.assign(k=d.groupby("seed").cumcount())
-            for _, g in d.groupby("k"):
+            for _, g in d.groupby("checkpoint"):
                 p, lo, hi, n = iqm_ci(g[column], seed)
                 if n:
                     rows.append(
@@ -493,7 +499,7 @@ def improvement_pairs(algos) -> list[tuple[str, str]]:
     present = set(algos)
     pairs = [(x, y) for x, y in (("critic", "pg"), ("ppo", "critic"), ("ppo_kl", "ppo")) if {x, y} <= present]
     if "ppo" in present:
-        pairs += [(a, "ppo") for a in sorted(present, key=algo_sort_key) if a not in ("pg", "critic", "ppo", "ppo_kl")]
+        pairs += [(a, "ppo") for a in sorted(present, key=order_key) if a not in ("pg", "critic", "ppo", "ppo_kl")]
     return pairs
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rlbench import store
-from rlbench.algos import DESCRIPTIONS, LADDER, PRESETS
+from rlbench.algos import DESCRIPTIONS, LADDER, PRESETS, order_key
 from rlbench.executor import LocalExecutor, Outcome, RayExecutor, check_contract_isolated
 from rlbench.matrix import (
     BUILTIN_ENVS,
@@ -122,7 +123,8 @@ def run(
         if envs is not None:
             env_requests = resolve_envs(parse_list(envs, "--envs"), parse_env_kwargs(env_kwargs))
         elif "envs" in spec:
-            env_requests = spec["envs"]
+            flag_kwargs = parse_env_kwargs(env_kwargs)
+            env_requests = [dataclasses.replace(r, kwargs={**r.kwargs, **flag_kwargs}) for r in spec["envs"]]
         else:
             env_requests = resolve_envs(list(get_preset(preset).envs), parse_env_kwargs(env_kwargs))
         cells = build_cells(
@@ -182,7 +184,7 @@ def make_executor(name: str, jobs: int, time_limit: float | None, ray_address: s
 
 def run_locked(cells: list[Cell], out: Path, runner, force_new: bool) -> list[Outcome]:
     """With the sweep directory locked: refuse conflicting configs, run the cells under a progress bar."""
-    conflicts = store.conflicting_runs(out, [c.to_dict() for c in cells], [c.run_dir(out) for c in cells])
+    conflicts = store.conflicting_runs([c.to_dict() for c in cells], [c.run_dir(out) for c in cells])
     if conflicts and not force_new:
         shown = "\n  ".join(map(str, conflicts[:5])) + ("\n  …" if len(conflicts) > 5 else "")
         raise fail(
@@ -261,9 +263,9 @@ def print_results(out: Path) -> None:
     done = df[df["status"].isin(["ok", "diverged", "env_nan"])]
     for env, rows in done.groupby("env", sort=False):
         table = Table(title=f"{escape(env)} (mean ± std over seeds)")
-        for col in ("algo", "n", "final return", "wall time (s)", "env steps/s", "grad cosine", "grad rel. var"):
+        for col in ("algo", "n", "final return", "wall time (s)", "env steps/s", "grad cosine", "grad noise scale"):
             table.add_column(col, justify="right" if col != "algo" else "left")
-        for algo, g in sorted(rows.groupby("algo", sort=False), key=lambda item: algo_order(item[0])):
+        for algo, g in sorted(rows.groupby("algo", sort=False), key=lambda item: order_key(item[0])):
             table.add_row(
                 escape(algo),
                 str(len(g)),
@@ -271,16 +273,9 @@ def print_results(out: Path) -> None:
                 f"{g.wall_time_s.mean():.1f}",
                 f"{g.env_steps_per_s.mean():,.0f}",
                 f"{g.grad_cosine_mean.mean():.3f}",
-                f"{g.grad_rel_var_mean.mean():.2f}",
+                f"{g.grad_noise_scale.median():,.0f}",
             )
         console.print(table)
-
-
-def algo_order(name: str) -> tuple[int, int, str]:
-    """Ladder order (pg, critic, ppo, ppo_kl, grpo, variants), GRPO columns by G."""
-    base, _, g = name.partition("-g")
-    names = list(PRESETS)
-    return (names.index(base) if base in names else len(names), int(g) if g.isdigit() else 0, name)
 
 
 def write_report(out: Path) -> None:

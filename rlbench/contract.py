@@ -23,7 +23,8 @@ MAX_EPISODE = 10_000
 
 @dataclass
 class Check:
-    """One verdict: `ok` False is a problem that stops a run; `notes` are advisory warnings."""
+    """One verdict: `ok` False is a problem that stops a run; `detail` explains it (for a passing Gymnasium check,
+    its advisory warnings)."""
 
     name: str
     ok: bool

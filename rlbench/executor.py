@@ -173,7 +173,10 @@ class LocalExecutor:
                         proc.kill()
                         proc.join()
                         del running[sentinel]
-                        finish(store_failure(cell.run_dir(out), timeout_reason(self.time_limit)))
+                        run_dir = cell.run_dir(out)  # it may have finished just before the kill
+                        finish(
+                            finished_outcome(cell, run_dir) or store_failure(run_dir, timeout_reason(self.time_limit))
+                        )
         finally:
             for proc, _, _ in running.values():
                 proc.terminate()
@@ -232,7 +235,8 @@ class RayExecutor:
                     cell, _ = running.pop(ref)
                     finish(self._collect(ray, ref, cell, cell.run_dir(out)))
                 for ref, (cell, started) in list(running.items()):
-                    if self.time_limit is not None and time.monotonic() - started > self.time_limit:
+                    late = self.time_limit is not None and time.monotonic() - started > self.time_limit
+                    if late and not ray.wait([ref], timeout=0)[0]:  # a result that arrived meanwhile is kept
                         ray.cancel(ref, force=True)
                         del running[ref]
                         finish(store_failure(cell.run_dir(out), timeout_reason(self.time_limit)))

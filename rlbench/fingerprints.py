@@ -1,4 +1,4 @@
-"""Regression fingerprints: a short seeded CartPole run of every algorithm preset, stored and compared.
+"""Regression fingerprints: a short seeded run of every algorithm preset on each env of ENVS, stored and compared.
 
 A fingerprint is the per-update metrics (without the wall-clock `time/*` columns) and evaluation rows of a
 short seeded run of a preset on CartPole-v1 or TextGen (`ENVS`), run with one torch thread, plus the resolved

@@ -16,8 +16,6 @@ from rlbench.algos.config import FIELDS
 from rlbench.envs import textgen
 from rlbench.rollout import env_spec
 
-PRESET_NAMES = ("smoke", "quick", "full")
-
 
 class MatrixError(ValueError):
     """Bad user input for the matrix; the message names the value and what is allowed."""
@@ -237,18 +235,27 @@ def build_cells(
     built-in overrides, then `sets` (`FIELD` for every algorithm, `ALGO.FIELD`, `ALGO-gG.FIELD`).
     """
     preset = get_preset(preset_name)
+    for what, values in (
+        ("algorithm", algos),
+        ("seed", seeds or []),
+        ("group size", group_sizes),
+        ("env", [r.id for r in envs or []]),
+    ):
+        repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+        if repeated:
+            raise MatrixError(f"{what} {', '.join(repeated)} is listed twice; each cell of the matrix runs once")
     algo_names = resolve_algos(algos)
     requests = envs if envs is not None else resolve_envs(list(preset.envs))
     for request in requests:
         check_env_id(request.id)
-        if request.steps is not None and request.steps <= 0:
+        if request.steps is not None and (not _is_int(request.steps) or request.steps <= 0):
             raise MatrixError(f"steps for {request.id} must be > 0, got {request.steps}")
     seeds = list(range(preset.seeds)) if seeds is None else seeds
-    if not seeds or any(s < 0 for s in seeds):
+    if not seeds or any(not _is_int(s) or s < 0 for s in seeds):
         raise MatrixError(f"seeds must be non-negative integers, got {seeds}")
-    if steps is not None and steps <= 0:
-        raise MatrixError(f"--steps must be > 0, got {steps}")
-    bad_g = [g for g in group_sizes if g < 2]
+    if steps is not None and (not _is_int(steps) or steps <= 0):
+        raise MatrixError(f"--steps must be an integer > 0, got {steps!r}")
+    bad_g = [g for g in group_sizes if not _is_int(g) or g < 2]
     if bad_g:
         raise MatrixError(f"group sizes must be >= 2 (a group needs two samples to give a baseline), got {bad_g}")
 
@@ -297,6 +304,28 @@ MATRIX_KEYS = {"preset", "algos", "envs", "env_modules", "seeds", "seed_list", "
 ENV_KEYS = {"id", "kwargs", "steps"}
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _list_of(kind):
+    return lambda v: isinstance(v, list) and all(isinstance(x, kind) and not isinstance(x, bool) for x in v)
+
+
+MATRIX_TYPES = {
+    "preset": ("a string", lambda v: isinstance(v, str)),
+    "algos": ("a list of names", _list_of(str)),
+    "envs": ("a list of ids or [[envs]] tables", lambda v: isinstance(v, list)),
+    "env_modules": ("a list of module names", _list_of(str)),
+    "seeds": ("a positive integer", lambda v: _is_int(v) and v > 0),
+    "seed_list": ("a list of integers", _list_of(int)),
+    "steps": ("a positive integer", lambda v: _is_int(v) and v > 0),
+    "group_sizes": ("a list of integers", _list_of(int)),
+    "set": ("a table of FIELD = VALUE or ALGO = { FIELD = VALUE }", lambda v: isinstance(v, dict)),
+}
+"""Matrix-file key → (what it must be, check)."""
+
+
 def load_matrix_file(path: Path) -> dict[str, Any]:
     """A TOML matrix file as run options (keys as in MATRIX_KEYS); `envs` entries become EnvRequests."""
     try:
@@ -313,6 +342,10 @@ def load_matrix_file(path: Path) -> dict[str, Any]:
     unknown = sorted(set(data) - MATRIX_KEYS)
     if unknown:
         raise MatrixError(f"matrix file {path}: unknown key(s) {unknown}; allowed: {', '.join(sorted(MATRIX_KEYS))}")
+    for key, value in data.items():
+        expected, ok = MATRIX_TYPES[key]
+        if not ok(value):
+            raise MatrixError(f"matrix file {path}: {key} = {value!r} must be {expected}")
     if "envs" in data:
         requests = []
         for item in data["envs"]:
@@ -320,6 +353,8 @@ def load_matrix_file(path: Path) -> dict[str, Any]:
             bad = sorted(set(item) - ENV_KEYS) if isinstance(item, dict) else ["(not a table)"]
             if bad or "id" not in item:
                 raise MatrixError(f"matrix file {path}: env entry {item!r} needs `id` and allows {sorted(ENV_KEYS)}")
+            if not isinstance(item["id"], str) or not isinstance(item.get("kwargs", {}), dict):
+                raise MatrixError(f"matrix file {path}: env entry {item!r} needs a string id and a table of kwargs")
             requests.append(EnvRequest(item["id"], dict(item.get("kwargs", {})), item.get("steps")))
         data["envs"] = requests
     if "set" in data:

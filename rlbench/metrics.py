@@ -7,6 +7,8 @@ import resource
 
 from torch import Tensor
 
+from rlbench.algos.losses import k3
+
 
 def gradient_noise(grads: Tensor) -> tuple[float, float]:
     """Noise of K gradient estimates g_k ([K, P]) of the same objective from disjoint minibatches.
@@ -25,6 +27,19 @@ def gradient_noise(grads: Tensor) -> tuple[float, float]:
     return float(mean_cos), float(rel_var)
 
 
+def noise_scale_parts(grads: Tensor, small: float, big: float) -> tuple[float, float]:
+    """Unbiased estimates of the per-sample gradient noise tr(Σ) and the true squared gradient norm |G|² from
+    gradients at two batch sizes (McCandlish et al. 2018, App. A): K minibatch gradients g_k of `small` samples
+    each and their mean ḡ of `big` samples. |G|² ≈ (big·‖ḡ‖² − small·E‖g_k‖²)/(big − small),
+    tr(Σ) ≈ (E‖g_k‖² − ‖ḡ‖²)/(1/small − 1/big). The simple noise scale is Σ tr(Σ) / Σ |G|² over many updates
+    (each estimate alone is noisy and |G|² can come out negative)."""
+    mean = grads.mean(dim=0)
+    small_sq, big_sq = float((grads**2).sum(dim=1).mean()), float(mean @ mean)
+    g2 = (big * big_sq - small * small_sq) / (big - small)
+    trace = (small_sq - big_sq) / (1.0 / small - 1.0 / big)
+    return trace, g2
+
+
 def explained_variance(values: Tensor, targets: Tensor) -> float:
     """1 − Var(R̂ − V) / Var(R̂) (SB3's train/explained_variance); NaN when the targets are constant."""
     var = targets.var()
@@ -33,8 +48,7 @@ def explained_variance(values: Tensor, targets: Tensor) -> float:
 
 def approx_kl(logp_new: Tensor, logp_old: Tensor) -> float:
     """KL(π_old‖π_new) from samples of π_old, k3 form: E[(r − 1) − log r], r = π_new/π_old (Schulman 2020)."""
-    log_ratio = logp_new - logp_old
-    return float((log_ratio.exp() - 1.0 - log_ratio).mean())
+    return float(k3(logp_old, logp_new).mean())
 
 
 def peak_rss_mb() -> float:

@@ -1,8 +1,8 @@
 """Collecting trajectories from Gymnasium vector envs into the [N streams, T steps] layout the loop consumes.
 
 Vector envs autoreset in NEXT_STEP mode: the step after an episode ends only resets that env, so it is not a
-transition. It is kept in the layout with mask 0, and the observation stored before it is the episode's final
-observation, which is exactly what V(s_{t+1}) needs at a truncation.
+transition. It is kept in the layout with mask 0, and the observation stored in its column is the episode's
+final observation, which is exactly what V(s_{t+1}) of the last real step needs at a truncation.
 """
 
 from __future__ import annotations
@@ -95,17 +95,20 @@ def make_vec_env(env_id: str, num_envs: int, env_kwargs: dict, fast: bool) -> gy
 
 
 def _to_env_action(space: gym.Space, action: Tensor) -> np.ndarray:
+    """Policy output as the env's action: Box actions clipped to bounds; category indices shifted by `start`."""
     array = action.numpy()
     if isinstance(space, gym.spaces.Box):
         return np.clip(array, space.low, space.high).astype(space.dtype)
-    return array.astype(np.int64)
+    return (array + np.asarray(space.start)).astype(space.dtype)
 
 
 class _Recorder:
     """Accumulates per-step arrays of a vector env and stacks them as [N, T] tensors."""
 
-    def __init__(self, num_envs: int, carry: _Recorder | None = None) -> None:
-        """`carry`: the previous update's recorder, whose unfinished episodes continue here."""
+    def __init__(self, num_envs: int, carry: _Recorder | None = None, every_obs: bool = False) -> None:
+        """`carry`: the previous update's recorder, whose unfinished episodes continue here. `every_obs`: every
+        returned observation is used (autoreset continues episodes), not only those after a real transition."""
+        self.every_obs = every_obs
         self.obs, self.act, self.rew, self.term, self.end, self.valid = [], [], [], [], [], []
         self.running_return = np.zeros(num_envs) if carry is None else carry.running_return
         self.running_length = np.zeros(num_envs, dtype=np.int64) if carry is None else carry.running_length
@@ -116,7 +119,11 @@ class _Recorder:
         """Record one vector step; raise RunFault(env_nan) on a non-finite reward or next observation."""
         rew = np.asarray(rew, dtype=np.float64)
         flat = np.asarray(next_obs, dtype=np.float64).reshape(len(valid), -1)
-        for what, bad in (("reward", ~np.isfinite(rew) & valid), ("observation", ~np.isfinite(flat).all(axis=1))):
+        used = valid | self.every_obs
+        for what, bad in (
+            ("reward", ~np.isfinite(rew) & valid),
+            ("observation", ~np.isfinite(flat).all(axis=1) & used),
+        ):
             if bad.any():
                 before = int(sum(v.sum() for v in self.valid))
                 env_step = before + int(valid[: int(np.flatnonzero(bad)[0]) + 1].sum())
@@ -195,7 +202,9 @@ class GymCollector:
         self.env = make_vec_env(env_id, cfg.streams, env_kwargs, fast=cfg.collect == "steps")
         self.space = self.env.single_observation_space
         if cfg.collect == "steps":
-            raw, _ = self.env.reset(seed=seed)
+            seeds = self.seed_rng.integers(0, 2**30, size=cfg.streams).tolist()
+            per_env = isinstance(self.env, (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv))
+            raw, _ = self.env.reset(seed=seeds if per_env else seeds[0])
             self.obs = encode_obs(self.space, raw)
             self.after_done = np.zeros(cfg.streams, dtype=bool)
             self.previous: _Recorder | None = None
@@ -204,7 +213,7 @@ class GymCollector:
         if self.cfg.collect == "episodes":
             starts = self.seed_rng.integers(0, 2**30, size=self.cfg.n_envs)
             return run_episodes(self.env, policy, np.repeat(starts, self.cfg.group_size).tolist(), generator)
-        rec = _Recorder(self.cfg.streams, carry=self.previous)
+        rec = _Recorder(self.cfg.streams, carry=self.previous, every_obs=True)
         for _ in range(self.cfg.n_steps):
             act = policy.act(self.obs, generator)
             raw, rew, term, trunc, _ = self.env.step(_to_env_action(self.env.single_action_space, act))

@@ -24,16 +24,27 @@ CONFIG, METRICS, EVALS, SUMMARY, FAILURE = (
 )
 
 
+def _fsync(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _atomic(path: Path, write) -> None:
-    """Write via a temp file in the same directory and os.replace it into place."""
+    """Write via a temp file in the same directory, flush it to disk, and os.replace it into place (then sync
+    the directory), so a crash leaves either the old file or the complete new one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync(path.parent)
 
 
 def _clean(value: Any) -> Any:
@@ -87,7 +98,11 @@ def provenance() -> dict[str, Any]:
     try:
         revision = (
             subprocess.run(
-                ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+                ["git", "describe", "--always", "--dirty", "--abbrev=40"],
+                cwd=Path(__file__).parent,
+                capture_output=True,
+                text=True,
+                timeout=5,
             ).stdout.strip()
             or None
         )
@@ -139,7 +154,7 @@ def lock_sweep(out: Path):
     return handle
 
 
-def conflicting_runs(out: Path, cells: list[dict[str, Any]], run_dirs: list[Path]) -> list[Path]:
+def conflicting_runs(cells: list[dict[str, Any]], run_dirs: list[Path]) -> list[Path]:
     """Run directories whose recorded config differs from the one this sweep would run there."""
     conflicts = []
     for cell, run_dir in zip(cells, run_dirs):

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -61,14 +60,3 @@ def gym_task(env_id: str, env_kwargs: dict[str, Any], cfg: AlgoConfig, seed: int
         return {"eval/return_mean": float(np.mean(returns)), "eval/return_std": float(np.std(returns))}
 
     return Task(policy=policy, critic=critic, collector=collector, evaluate=evaluate)
-
-
-def check_spaces(env_id: str, env_kwargs: dict[str, Any]) -> None:
-    """Raise ValueError naming the space if rlbench's MLP task cannot handle this env."""
-    if env_id in TASK_BUILDERS:
-        return
-    env = gym.make(env_id, **env_kwargs)
-    try:
-        MLPPolicy(env.observation_space, env.action_space, hidden=1)
-    finally:
-        env.close()

@@ -15,12 +15,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from rlbench.algos import advantages as adv_fns
 from rlbench.algos import losses
 from rlbench.algos.config import AlgoConfig
-from rlbench.metrics import approx_kl, explained_variance, gradient_noise, peak_rss_mb
+from rlbench.metrics import approx_kl, explained_variance, gradient_noise, noise_scale_parts, peak_rss_mb
 from rlbench.rollout import RunFault, Trajectories
 from rlbench.task import Task, make_task
 
 CLIP_REFERENCE = 0.2
-"""ε used to report train/clip_fraction for algorithms that do not clip (how far their ratios moved)."""
+"""ε of train/clip_fraction (the share of samples whose ratio π_new/π_old ended the update outside
+[1 − ε, 1 + ε]) for algorithms that do not clip."""
 
 
 @dataclass
@@ -91,8 +92,8 @@ def measure_gradient_noise(
     cfg: AlgoConfig, policy: nn.Module, units: dict[str, Tensor], generator: torch.Generator
 ) -> dict[str, float]:
     """Policy-loss gradients of K disjoint minibatches at the pre-update parameters: mean pairwise cosine,
-    relative variance, and the simple noise scale B = rel. variance × samples per minibatch (McCandlish et al.
-    2018), which is comparable across batch sizes."""
+    relative variance, and McCandlish et al.'s unbiased per-update estimates of tr(Σ) and |G|², whose ratio of
+    sums over a run is the simple gradient noise scale (comparable across batch sizes)."""
     params = [p for p in policy.parameters() if p.requires_grad]
     grads = []
     parts = split(units, cfg.noise_splits, generator)
@@ -100,9 +101,16 @@ def measure_gradient_noise(
         logp, _ = policy.evaluate(mb)
         g = torch.autograd.grad(policy_objective(cfg, logp, mb), params, allow_unused=True)
         grads.append(torch.cat([(x if x is not None else torch.zeros_like(p)).flatten() for x, p in zip(g, params)]))
-    cosine, rel_var = gradient_noise(torch.stack(grads))
-    per_split = float(np.mean([float(mb["mask"].sum()) for mb in parts]))
-    return {"train/grad_cosine": cosine, "train/grad_rel_var": rel_var, "train/grad_noise_scale": rel_var * per_split}
+    stacked = torch.stack(grads)
+    cosine, rel_var = gradient_noise(stacked)
+    small = float(np.mean([float(mb["mask"].sum()) for mb in parts]))
+    trace, g2 = noise_scale_parts(stacked, small, small * len(parts))
+    return {
+        "train/grad_cosine": cosine,
+        "train/grad_rel_var": rel_var,
+        "train/grad_noise_trace": trace,
+        "train/grad_sq_norm": g2,
+    }
 
 
 def _all_finite(module: nn.Module) -> bool:
@@ -175,9 +183,6 @@ class Trainer:
                 if not torch.isfinite(grad_norm):
                     raise RunFault("diverged", f"gradient norm became {grad_norm.item()}")
                 self.optimizer.step()
-                ratio = torch.exp(logp.detach() - mb["logp_old"])
-                outside = ((ratio < 1.0 - low) | (ratio > 1.0 + high)).float()
-                terms["train/clip_fraction"] = losses.masked_mean(outside, m)
                 terms["train/loss"], terms["train/grad_norm"] = loss, grad_norm
                 for key, value in terms.items():
                     sums[key] = sums.get(key, 0.0) + float(value.detach())
@@ -191,6 +196,10 @@ class Trainer:
             logp_new, _ = policy.evaluate(units)
         valid = mask.bool()
         row["train/approx_kl"] = approx_kl(logp_new[valid], units["logp_old"][valid])
+        ratio = torch.exp(logp_new - units["logp_old"])
+        row["train/clip_fraction"] = float(
+            losses.masked_mean(((ratio < 1.0 - low) | (ratio > 1.0 + high)).float(), mask)
+        )
         row["train/lr"] = self.optimizer.param_groups[0]["lr"]
         return row
 
@@ -206,8 +215,9 @@ def train(
 ) -> RunResult:
     """Train one (algorithm, env, seed) cell for `total_steps` env steps; measure everything on the way.
 
-    Evaluation runs before training and after the first update that reaches each k/eval_points of the budget
-    (k = 1 … eval_points), so every algorithm's curve has points at the same env steps whatever its batch size.
+    Evaluation runs before training (checkpoint 0) and after the first update that reaches k/eval_points of the
+    budget (checkpoint k = 1 … eval_points; an update that crosses several checkpoints evaluates once, for the
+    last), so every algorithm's curve has points at the same env steps whatever its batch size.
     """
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -219,7 +229,8 @@ def train(
     rollout_s = update_s = 0.0
     start = time.perf_counter()
     try:
-        evals.append({"update": 0, "env_steps": 0, **task.evaluate(task.policy)})
+        evals.append({"update": 0, "env_steps": 0, "checkpoint": 0, **task.evaluate(task.policy)})
+        next_point = 1
         while env_steps < total_steps:
             t0 = time.perf_counter()
             traj = task.collector.collect(task.policy, trainer.generator)
@@ -249,8 +260,12 @@ def train(
                     "time/fps": traj.env_steps / (t2 - t0),
                 }
             )
-            if env_steps >= total_steps * len(evals) / eval_points:
-                evals.append({"update": update, "env_steps": env_steps, **task.evaluate(task.policy)})
+            if env_steps * eval_points >= total_steps * next_point:
+                next_point = min(eval_points, env_steps * eval_points // total_steps)
+                evals.append(
+                    {"update": update, "env_steps": env_steps, "checkpoint": next_point, **task.evaluate(task.policy)}
+                )
+                next_point += 1
     except RunFault as fault:
         status, reason = fault.status, str(fault)
         if fault.env_step is not None:
@@ -278,7 +293,7 @@ def train(
         "peak_rss_mb": peak_rss_mb(),
         "grad_cosine_mean": _mean(metrics, "train/grad_cosine"),
         "grad_rel_var_mean": _mean(metrics, "train/grad_rel_var"),
-        "grad_noise_scale_median": _median(metrics, "train/grad_noise_scale"),
+        "grad_noise_scale": _ratio_of_sums(metrics, "train/grad_noise_trace", "train/grad_sq_norm"),
     }
     return RunResult(metrics=metrics, evals=evals, summary=summary)
 
@@ -288,6 +303,10 @@ def _mean(rows: list[dict], key: str) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def _median(rows: list[dict], key: str) -> float:
-    values = [r[key] for r in rows if key in r and math.isfinite(r[key])]
-    return float(np.median(values)) if values else math.nan
+def _ratio_of_sums(rows: list[dict], num: str, den: str) -> float:
+    """Σ num / Σ den over the updates where both are finite (McCandlish et al.'s B_simple from per-update parts)."""
+    pairs = [
+        (r[num], r[den]) for r in rows if math.isfinite(r.get(num, math.nan)) and math.isfinite(r.get(den, math.nan))
+    ]
+    total = sum(d for _, d in pairs)
+    return sum(n for n, _ in pairs) / total if pairs and total > 0 else math.nan

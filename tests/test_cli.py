@@ -29,6 +29,11 @@ runner = CliRunner()
         (["--set", "ppo.advantage=magic"], ["advantage", "magic", "'gae'"]),
         (["--set", "grpo.group_size=1"], ["group_size", "G >= 2"]),
         (["--set", "epochs=fast"], ["epochs", "fast", "int"]),
+        (["--algos", "pg,pg"], ["algorithm", "pg", "twice"]),
+        (["--seed-list", "1,1"], ["seed", "1", "twice"]),
+        (["--group-sizes", "4,4"], ["group size", "4", "twice"]),
+        (["--set", "pg.value_epochs=3"], ["value_epochs", "needs a critic"]),
+        (["--set", "ppo.clip=none", "--set", "ppo.clip_high=0.3"], ["clip_high", "needs a clip"]),
     ],
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, args, words):
@@ -178,6 +183,11 @@ def test_matrix_file_sets_envs_budgets_and_overrides_and_flags_win(tmp_path):
         ('algos = ["pg"]\nbudget = 3\n', ["unknown key", "budget", "allowed"]),
         ('[[envs]]\nname = "CartPole-v1"\n', ["env entry", "id"]),
         ("algos = [\n", ["not valid TOML"]),
+        ('algos = "ppo"\n', ["algos", "'ppo'", "list of names"]),
+        ('seeds = "3"\n', ["seeds", "'3'", "positive integer"]),
+        ("seed_list = [1.5]\n", ["seed_list", "1.5", "list of integers"]),
+        ("steps = 1.5\n", ["steps", "1.5", "positive integer"]),
+        ('[[envs]]\nid = "CartPole-v1"\nkwargs = 3\n', ["env entry", "kwargs"]),
     ],
 )
 def test_bad_matrix_files_are_clear_errors(tmp_path, text, words):

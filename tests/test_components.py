@@ -330,3 +330,18 @@ def test_episode_ids_restart_after_each_end():
     traj = Trajectories(inputs={}, rewards=zeros, terminated=zeros, ends=ends, mask=torch.ones(2, 4), last_inputs=None)
     # Stream 0 holds episodes 0 (steps 0-1) and 1 (steps 2-3); stream 1 continues with episode 2.
     assert traj.episode_ids().tolist() == [[0, 0, 1, 1], [2, 2, 2, 2]]
+
+
+def test_noise_scale_parts_recover_the_true_noise_scale_at_any_batch_size():
+    # Per-sample gradients g = G + σ·ε in P dims: tr(Σ) = P·σ², B_simple = tr(Σ) / |G|².
+    from rlbench.metrics import noise_scale_parts
+
+    torch.manual_seed(0)
+    P, sigma = 50, 2.0
+    G = torch.randn(P) * 0.5
+    true_b = P * sigma**2 / float(G @ G)
+    for big in (256, 4096):
+        small = big // 4
+        parts = [noise_scale_parts((G + sigma * torch.randn(4, small, P)).mean(1), small, big) for _ in range(300)]
+        estimate = sum(t for t, _ in parts) / sum(g for _, g in parts)
+        assert estimate == pytest.approx(true_b, rel=0.1), (big, estimate, true_b)

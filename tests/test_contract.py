@@ -18,7 +18,8 @@ UNDEFINED_WHEN = {
     "rollout/ep_len_mean": lambda row: row["rollout/episodes"] == 0,
     "train/grad_cosine": lambda row: row["train/adv_std"] == 0,
     "train/grad_rel_var": lambda row: row["train/adv_std"] == 0,
-    "train/grad_noise_scale": lambda row: row["train/adv_std"] == 0,
+    "train/grad_noise_trace": lambda row: row["train/adv_std"] == 0,
+    "train/grad_sq_norm": lambda row: row["train/adv_std"] == 0,
     "train/explained_variance": lambda row: True,
 }
 
@@ -74,3 +75,18 @@ def test_train_records_every_metric_family():
     assert result.summary["params_policy"] == 4 * 64 + 64 + 64 * 64 + 64 + 64 * 2 + 2
     assert result.summary["params_critic"] == 4 * 64 + 64 + 64 * 64 + 64 + 64 + 1
     assert result.evals[-1]["env_steps"] == result.summary["env_steps"]
+    checkpoints = [row["checkpoint"] for row in result.evals]
+    assert checkpoints[0] == 0 and checkpoints[-1] == 10 and checkpoints == sorted(set(checkpoints))
+
+
+def test_an_update_crossing_several_checkpoints_evaluates_once():
+    # 4 envs × 16 steps = 64 per update against a checkpoint every 12 steps: each update crosses ~5 of them.
+    result = train(small("ppo"), "CartPole-v1", {}, seed=0, total_steps=600, eval_episodes=1, eval_points=50)
+    assert [row["update"] for row in result.evals] == list(range(len(result.evals)))
+
+
+def test_seeds_do_not_share_environment_randomness():
+    from rlbench.rollout import GymCollector
+
+    starts = [GymCollector("Acrobot-v1", {}, small("ppo"), seed).obs for seed in (0, 1)]
+    assert not any(torch.equal(a, b) for a in starts[0] for b in starts[1])

@@ -60,7 +60,18 @@ ENVS = textwrap.dedent('''
             return self.obs(), float(action[0] == 1) + float(action[1] == 2), False, self.t >= 20, {}
 
 
-    for name in ("WrongDtype", "SeedIgnored", "NaNReward", "Pick"):
+    class Shifted(Base):
+        """Discrete actions numbered from -1: reward 1 for action +1."""
+
+        action_space = gym.spaces.Discrete(3, start=-1)
+
+        def step(self, action):
+            assert self.action_space.contains(action), action
+            self.t += 1
+            return self.obs(), float(action == 1), False, self.t >= 20, {}
+
+
+    for name in ("WrongDtype", "SeedIgnored", "NaNReward", "Pick", "Shifted"):
         gym.register(f"brokenpkg/{name}-v0", entry_point=globals()[name], max_episode_steps=20)
 ''')
 
@@ -170,3 +181,27 @@ def test_env_module_registers_plain_ids_for_the_workers_too(pythonpath, tmp_path
 def test_an_env_module_that_cannot_be_imported_is_a_clear_error(pythonpath, tmp_path):
     result = rlbench(pythonpath, "run", "--env-module", "no_such_pkg", "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "no_such_pkg" in result.stderr and "cannot be imported" in result.stderr
+
+
+def test_discrete_actions_with_a_start_offset_reach_the_env_shifted(pythonpath, tmp_path):
+    out = tmp_path / "sweep"
+    result = rlbench(
+        pythonpath,
+        "run",
+        "--envs",
+        "brokenpkg:brokenpkg/Shifted-v0",
+        "--algos",
+        "ppo",
+        "--seeds",
+        "1",
+        "--steps",
+        "2000",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--no-report",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((out / "brokenpkg--brokenpkg__Shifted-v0/ppo/seed0/summary.json").read_text())
+    assert summary["status"] == "ok" and summary["final_return"] > 6.7  # better than random (20/3 per episode)
