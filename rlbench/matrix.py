@@ -38,7 +38,7 @@ class EnvEntry:
 BUILTIN_ENVS: dict[str, EnvEntry] = {
     e.id: e
     for e in (
-        EnvEntry("CartPole-v1", {"smoke": 3_000, "quick": 100_000, "full": 500_000}),
+        EnvEntry("CartPole-v1", {"smoke": 3_000, "quick": 150_000, "full": 500_000}),
         EnvEntry("Acrobot-v1", {"smoke": 3_000, "quick": 100_000, "full": 500_000}),
         EnvEntry("MountainCar-v0", {"smoke": 3_000, "quick": 200_000, "full": 1_000_000}),
         EnvEntry("Pendulum-v1", {"smoke": 3_000, "quick": 200_000, "full": 1_000_000}),
