@@ -8,7 +8,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,18 @@ def prepare_run(cell: Cell, out: Path, meta: dict[str, Any]) -> Path:
     store.fresh_run_dir(run_dir)
     store.write_json(run_dir / store.CONFIG, run_config(cell, meta))
     return run_dir
+
+
+@dataclass
+class Tally:
+    """The outcomes of one sweep so far: `finish` records an outcome and reports it to the caller."""
+
+    on_done: Callable[[Outcome], None]
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def finish(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+        self.on_done(outcome)
 
 
 def split_finished(cells: list[Cell], out: Path, finish: Callable[[Outcome], None]) -> deque[Cell]:
@@ -143,14 +155,8 @@ class LocalExecutor:
         self.context = worker_context()
 
     def run(self, cells: list[Cell], out: Path, on_done: Callable[[Outcome], None]) -> list[Outcome]:
-        meta = store.provenance()
-        outcomes: list[Outcome] = []
-
-        def finish(outcome: Outcome) -> None:
-            outcomes.append(outcome)
-            on_done(outcome)
-
-        pending = split_finished(cells, out, finish)
+        meta, tally = store.provenance(), Tally(on_done)
+        finish, pending = tally.finish, split_finished(cells, out, tally.finish)
         running: dict[int, tuple[Any, Cell, float]] = {}
         try:
             while pending or running:
@@ -182,7 +188,7 @@ class LocalExecutor:
                 proc.terminate()
             for proc, _, _ in running.values():
                 proc.join()
-        return outcomes
+        return tally.outcomes
 
 
 def timeout_reason(limit: float) -> str:
@@ -210,16 +216,10 @@ class RayExecutor:
     def run(self, cells: list[Cell], out: Path, on_done: Callable[[Outcome], None]) -> list[Outcome]:
         import ray
 
-        meta = store.provenance()
-        outcomes: list[Outcome] = []
-
-        def finish(outcome: Outcome) -> None:
-            outcomes.append(outcome)
-            on_done(outcome)
-
-        pending = split_finished(cells, out, finish)
+        meta, tally = store.provenance(), Tally(on_done)
+        finish, pending = tally.finish, split_finished(cells, out, tally.finish)
         if not pending:
-            return outcomes
+            return tally.outcomes
         ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         remote = ray.remote(num_cpus=1, max_retries=0)(train_cell)
         slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -244,7 +244,7 @@ class RayExecutor:
             for ref in running:
                 ray.cancel(ref, force=True)
             ray.shutdown()
-        return outcomes
+        return tally.outcomes
 
     @staticmethod
     def _collect(ray: Any, ref: Any, cell: Cell, run_dir: Path) -> Outcome:
