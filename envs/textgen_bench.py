@@ -29,7 +29,7 @@ def benchmark(
     cfg = algo_for(algo, ENV_ID)
     kwargs = env_kwargs or {}
     task = make_textgen_task(ENV_ID, kwargs, cfg, seed, eval_episodes=0)
-    trainer = Trainer(cfg, task, total_steps=1, seed=seed)
+    trainer = Trainer(cfg, task, seed=seed)
     gen_s, update_s, tokens = [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()

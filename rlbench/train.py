@@ -120,8 +120,8 @@ def _all_finite(module: nn.Module) -> bool:
 class Trainer:
     """Owns the optimizer and performs every algorithm's update the same way."""
 
-    def __init__(self, cfg: AlgoConfig, task: Task, total_steps: int, seed: int) -> None:
-        self.cfg, self.task, self.total_steps = cfg, task, total_steps
+    def __init__(self, cfg: AlgoConfig, task: Task, seed: int) -> None:
+        self.cfg = cfg
         self.policy, self.critic = task.policy, task.critic
         self.reference = copy.deepcopy(self.policy).requires_grad_(False)
         self.params = list(self.policy.parameters()) + (list(self.critic.parameters()) if self.critic else [])
@@ -152,11 +152,10 @@ class Trainer:
             units["logp_old"], _ = policy.evaluate(units)
             units["ref_logp"], _ = self.reference.evaluate(units)
         mask = units["mask"]
-        row["train/adv_std"] = float(units["adv"][mask.bool()].std()) if mask.sum() > 1 else 0.0
+        valid = mask.bool()
+        row["train/adv_std"] = float(units["adv"][valid].std()) if mask.sum() > 1 else 0.0
         if critic is not None:
-            row["train/explained_variance"] = explained_variance(
-                units["values"][mask.bool()], units["targets"][mask.bool()]
-            )
+            row["train/explained_variance"] = explained_variance(units["values"][valid], units["targets"][valid])
         row.update(measure_gradient_noise(cfg, policy, units, self.generator))
 
         low = cfg.clip if cfg.clip is not None else CLIP_REFERENCE
@@ -194,7 +193,6 @@ class Trainer:
         row.update({key: value / steps for key, value in sums.items()})
         with torch.no_grad():
             logp_new, _ = policy.evaluate(units)
-        valid = mask.bool()
         row["train/approx_kl"] = approx_kl(logp_new[valid], units["logp_old"][valid])
         ratio = torch.exp(logp_new - units["logp_old"])
         row["train/clip_fraction"] = float(
@@ -222,7 +220,7 @@ def train(
     torch.manual_seed(seed)
     np.random.seed(seed)
     task = make_task(env_id, env_kwargs, cfg, seed, eval_episodes)
-    trainer = Trainer(cfg, task, total_steps, seed)
+    trainer = Trainer(cfg, task, seed)
     metrics, evals = [], []
     env_steps, update, flops = 0, 0, 0
     status, reason = "ok", ""

@@ -34,7 +34,7 @@ def small(name: str):
 def test_every_algorithm_updates_on_every_env(name, env_id):
     cfg = small(name)
     task = make_task(env_id, {}, cfg, seed=0, eval_episodes=2)
-    trainer = Trainer(cfg, task, total_steps=1000, seed=0)
+    trainer = Trainer(cfg, task, seed=0)
     before = [p.detach().clone() for p in trainer.params]
     rows = [trainer.update(task.collector.collect(task.policy, trainer.generator), progress=i / 2) for i in range(2)]
     task.collector.close()
