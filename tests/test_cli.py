@@ -1,11 +1,17 @@
 """The command line: bad input is rejected up front (exit 2, nothing written); list shows the matrix parts."""
 
+import subprocess
+import sys
+
 import pytest
 from typer.testing import CliRunner
 
 from rlbench.cli import app
 
 runner = CliRunner()
+
+ONE_PG_RUN = ["run", "--preset", "smoke", "--algos", "pg", "--envs", "CartPole-v1", "--seeds", "1"]
+"""The smallest sweep: one pg run on CartPole (add --out and anything else)."""
 
 
 @pytest.mark.parametrize(
@@ -75,28 +81,8 @@ def test_a_locked_sweep_directory_is_refused(tmp_path):
     from rlbench import store
 
     handle = store.lock_sweep(tmp_path)
-    import subprocess
-    import sys
-
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rlbench.cli",
-            "run",
-            "--preset",
-            "smoke",
-            "--algos",
-            "pg",
-            "--envs",
-            "CartPole-v1",
-            "--seeds",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
+        [sys.executable, "-m", "rlbench.cli", *ONE_PG_RUN, "--out", str(tmp_path)], capture_output=True, text=True
     )
     handle.close()
     assert result.returncode == 2
@@ -105,21 +91,7 @@ def test_a_locked_sweep_directory_is_refused(tmp_path):
 
 
 def test_resuming_with_a_different_config_is_refused_unless_forced(tmp_path):
-    args = [
-        "run",
-        "--preset",
-        "smoke",
-        "--algos",
-        "pg",
-        "--envs",
-        "CartPole-v1",
-        "--seeds",
-        "1",
-        "--steps",
-        "300",
-        "--out",
-        str(tmp_path),
-    ]
+    args = [*ONE_PG_RUN, "--steps", "300", "--out", str(tmp_path)]
     assert runner.invoke(app, args).exit_code == 0
     summary = tmp_path / "CartPole-v1" / "pg" / "seed0" / "summary.json"
     before = summary.read_text()
@@ -134,22 +106,7 @@ def test_resuming_with_a_different_config_is_refused_unless_forced(tmp_path):
 def test_an_output_path_that_is_a_file_is_a_clear_error(tmp_path):
     target = tmp_path / "file"
     target.write_text("not a directory")
-    result = runner.invoke(
-        app,
-        [
-            "run",
-            "--preset",
-            "smoke",
-            "--algos",
-            "pg",
-            "--envs",
-            "CartPole-v1",
-            "--seeds",
-            "1",
-            "--out",
-            str(target / "sweep"),
-        ],
-    )
+    result = runner.invoke(app, [*ONE_PG_RUN, "--out", str(target / "sweep")])
     assert result.exit_code == 2
     assert "cannot write to the sweep directory" in " ".join(result.output.split())
 
