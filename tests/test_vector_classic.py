@@ -156,3 +156,5 @@ def test_step_before_reset_and_bad_actions_are_errors() -> None:
             env.step(bad)
     with pytest.raises(ValueError, match="seeds"):
         env.reset(seed=[1, 2, 3])
+    with pytest.raises(ValueError, match="reset_mask"):
+        env.reset(options={"reset_mask": np.array([True, False])})
