@@ -191,12 +191,12 @@ class _BatchedClassicEnv(VectorEnv):
         return self._observe(state)
 
     def _discrete_actions(self, actions: np.ndarray) -> np.ndarray:
-        """`actions` as an int array of shape (num_envs,), each in the Discrete single action space."""
+        """`actions` as an int64 array of shape (num_envs,), each in the Discrete single action space."""
         acts = np.asarray(actions)
         n = self.single_action_space.n
         if acts.shape != (self.num_envs,) or acts.dtype.kind not in "iu" or acts.min() < 0 or acts.max() >= n:
             raise ValueError(f"expected {self.num_envs} integer actions in [0, {n}), got {actions!r}")
-        return acts
+        return acts.astype(np.int64, copy=False)
 
 
 class AcrobotVectorEnv(_BatchedClassicEnv):
@@ -267,7 +267,7 @@ class AcrobotVectorEnv(_BatchedClassicEnv):
 
     def _rk4(self, y0: np.ndarray, torque: np.ndarray) -> np.ndarray:
         """One classical Runge-Kutta step of length `dt` from y0 (4, n), torque held constant."""
-        h = self.dt - 0
+        h = self.dt
         half = h / 2.0
         k1 = self._derivative(y0, torque)
         k2 = self._derivative(y0 + half * k1, torque)
