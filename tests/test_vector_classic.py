@@ -61,7 +61,8 @@ def run_lockstep(
             out, ref = batched.step(actions), reference.step(actions)
             for name, got, want in zip(("obs", "reward", "terminated", "truncated"), out[:4], ref[:4]):
                 assert got.dtype == want.dtype, (name, t)
-                np.testing.assert_array_equal(got, want, err_msg=f"{env_id} {name} differs at step {t}")
+                if not np.array_equal(got, want):  # the slow assert only to report a difference
+                    np.testing.assert_array_equal(got, want, err_msg=f"{env_id} {name} differs at step {t}")
             obs = out[0]
             for name, value in zip(("obs", "terminated", "truncated"), (out[0], out[2], out[3])):
                 record[name].append(value)
@@ -101,6 +102,16 @@ def test_batched_env_equals_gymnasium_scalar_envs(env_id: str) -> None:
     counts = coverage(env_id, run)
     needed = [name for name in counts if name != "terminated" or env_id != "Pendulum-v1"]
     assert all(counts[name] > 0 for name in needed), counts
+
+
+@pytest.mark.parametrize("env_id", list(CLASSES))
+def test_sub_env_i_starts_like_a_scalar_env_reset_with_seed_plus_i(env_id: str) -> None:
+    """2,000 seeds: enough resets to catch Acrobot's float32 reset observation (~0.2% of cos/sin values differ
+    from the float64-then-cast path)."""
+    batched_obs, _ = CLASSES[env_id](num_envs=2000).reset(seed=40)
+    scalar = gym.make(env_id)
+    scalar_obs = np.array([scalar.reset(seed=40 + i)[0] for i in range(2000)])
+    np.testing.assert_array_equal(batched_obs, scalar_obs)
 
 
 @pytest.mark.parametrize(
