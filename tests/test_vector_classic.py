@@ -7,7 +7,7 @@ dtypes included.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import gymnasium as gym
 import numpy as np
@@ -133,7 +133,7 @@ def test_acrobot_nips_dynamics_match() -> None:
 
 
 @pytest.fixture
-def vector_entry_points() -> Callable[[], list[str]]:
+def vector_entry_points() -> Iterator[Callable[[], list[str]]]:
     """Registers the entry points for one test and puts Gymnasium's original specs back afterwards."""
     saved = {env_id: gym.registry[env_id] for env_id in VECTOR_ENTRY_POINTS}
     yield register_vector_entry_points
