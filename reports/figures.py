@@ -35,10 +35,16 @@ def setup() -> None:
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.15, rc=STYLE)
 
 
+PNG_METADATA = {"Software": None}
+SVG_METADATA = {"Date": None, "Creator": None}
+"""Metadata that would change between renders or machines (dates, software versions), left out of the files."""
+
+
 def save(fig: plt.Figure, folder: Path, stem: str) -> str:
-    """Write folder/stem.png and .svg (no timestamps, so re-renders match) and close the figure."""
-    fig.savefig(folder / f"{stem}.png", metadata={"Software": None})
-    fig.savefig(folder / f"{stem}.svg", metadata={"Date": None, "Creator": None})
+    """Write folder/stem.png and .svg, byte-identical for the same figure on every render; close the figure."""
+    with plt.rc_context({"svg.hashsalt": STYLE["svg.hashsalt"]}):
+        fig.savefig(folder / f"{stem}.png", metadata=PNG_METADATA)
+        fig.savefig(folder / f"{stem}.svg", metadata=SVG_METADATA)
     plt.close(fig)
     return stem
 
@@ -163,12 +169,21 @@ def variance(
         with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated `vert` to bxp
             warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
             sns.boxplot(**common, showfliers=False, boxprops={"alpha": 0.35}, width=0.6)
-        sns.stripplot(**common, size=5, edgecolor="0.2", linewidth=0.6, jitter=0.15)
+        _strip(ax, r, order, colours)
         ax.set(xlabel="", ylabel="final evaluation return", title="final return across seeds")
         ax.tick_params(axis="x", rotation=45)
     _legend(fig, [a for a in algos if a in used], colours)
     fig.suptitle(f"{env}: gradient noise (IQM over seeds, 95% band) and across-seed spread")
     return save(fig, folder, stem)
+
+
+def _strip(ax: plt.Axes, runs: pd.DataFrame, order: list[str], colours: dict[str, str], width: float = 0.15) -> None:
+    """One dot per run at its category's position, jittered from a fixed seed so re-renders match."""
+    rng = np.random.default_rng(0)
+    for i, algo in enumerate(order):
+        y = runs.loc[runs.algo == algo, "final_return"].to_numpy(float)
+        x = i + rng.uniform(-width, width, size=y.size)
+        ax.scatter(x, y, s=25, color=colours[algo], edgecolors="0.2", linewidths=0.6, zorder=3)
 
 
 # ----------------------------------------------------------------------------------------------------------
