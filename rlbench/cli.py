@@ -7,17 +7,17 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from rlbench import store
-from rlbench.algos import DESCRIPTIONS, LADDER, PRESETS, order_key
+from rlbench import display, store
+from rlbench.algos import DESCRIPTIONS, LADDER, PRESETS
 from rlbench.executor import LocalExecutor, Outcome, RayExecutor, check_contract_isolated
 from rlbench.matrix import (
     BUILTIN_ENVS,
@@ -143,22 +143,25 @@ def run(
             raise MatrixError("environment contract failed:\n" + "\n".join(problems))
     except MatrixError as err:
         raise fail(str(err)) from None
+    began = time.monotonic()
     out = out or Path("runs") / f"{preset}-{matrix_fingerprint(cells)}"
     try:
         lock = store.lock_sweep(out)
     except store.SweepError as err:
         raise fail(str(err)) from None
     try:
-        outcomes = run_locked(cells, out, runner, force_new)
+        outcomes = run_locked(cells, out, runner, force_new, workers=jobs)
     finally:
         lock.close()
-    print_results(out)
+    display.print_results(console, out)
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     print_counts(counts)
-    if not no_report:
-        write_report(out)
+    report_dir = None if no_report else write_report(out)
+    if report_dir is not None:
+        display.print_verdicts(console, report_dir)
+    display.print_closing(console, time.monotonic() - began, len(outcomes), report_dir)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         errors.print(f"{len(failed)} run(s) failed:")
@@ -182,8 +185,8 @@ def make_executor(name: str, jobs: int, time_limit: float | None, ray_address: s
     raise MatrixError(f"unknown executor {name!r}; allowed: local, ray")
 
 
-def run_locked(cells: list[Cell], out: Path, runner, force_new: bool) -> list[Outcome]:
-    """With the sweep directory locked: refuse conflicting configs, run the cells under a progress bar."""
+def run_locked(cells: list[Cell], out: Path, runner, force_new: bool, workers: int) -> list[Outcome]:
+    """With the sweep directory locked: refuse conflicting configs, run the cells under the progress display."""
     conflicts = store.conflicting_runs([c.to_dict() for c in cells], [c.run_dir(out) for c in cells])
     if conflicts and not force_new:
         shown = "\n  ".join(map(str, conflicts[:5])) + ("\n  …" if len(conflicts) > 5 else "")
@@ -197,26 +200,9 @@ def run_locked(cells: list[Cell], out: Path, runner, force_new: bool) -> list[Ou
         out / "sweep.json", {"fingerprint": matrix_fingerprint(cells), "cells": [c.to_dict() for c in cells]}
     )
     console.print(f"rlbench: {len(cells)} runs → [bold]{escape(str(out))}[/] ({type(runner).__name__})")
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("runs", total=len(cells))
-
-        def on_done(outcome: Outcome) -> None:
-            if outcome.status not in ("ok", "skipped"):
-                progress.console.print(
-                    f"[yellow]{outcome.status}[/] {escape(f'{outcome.run_dir}: {outcome.reason}')}", highlight=False
-                )
-            progress.advance(bar)
-
+    with display.SweepDisplay(cells, out, workers, console) as shown:
         try:
-            return runner.run(cells, out, on_done)
+            return runner.run(cells, out, shown.on_done, shown.on_start)
         except OSError as err:
             raise fail(f"cannot write to {out}: {err}; finished runs there are kept") from None
 
@@ -255,43 +241,21 @@ def print_counts(counts: dict[str, int]) -> None:
     console.print(table)
 
 
-def print_results(out: Path) -> None:
-    """Per env: each algorithm's final evaluation return, wall time and gradient noise across its seeds."""
-    df = store.load_summaries(out)
-    if df.empty or "final_return" not in df:
-        return
-    done = df[df["status"].isin(["ok", "diverged", "env_nan"])]
-    for env, rows in done.groupby("env", sort=False):
-        table = Table(title=f"{escape(env)} (mean ± std over seeds)")
-        for col in ("algo", "n", "final return", "wall time (s)", "env steps/s", "grad cosine", "grad noise scale"):
-            table.add_column(col, justify="right" if col != "algo" else "left")
-        for algo, g in sorted(rows.groupby("algo", sort=False), key=lambda item: order_key(item[0])):
-            table.add_row(
-                escape(algo),
-                str(len(g)),
-                f"{g.final_return.mean():.1f} ± {g.final_return.std(ddof=0):.1f}",
-                f"{g.wall_time_s.mean():.1f}",
-                f"{g.env_steps_per_s.mean():,.0f}",
-                f"{g.grad_cosine_mean.mean():.3f}",
-                f"{g.grad_noise_scale.median():,.0f}",
-            )
-        console.print(table)
-
-
-def write_report(out: Path) -> None:
+def write_report(out: Path) -> Path:
+    """Render the sweep's report; returns its directory (DIR/report)."""
     from rlbench.reports.render import ReportError, render_report
 
     try:
-        path = render_report(out)
+        return render_report(out)
     except ReportError as err:
         raise fail(str(err)) from None
-    console.print(f"report: [bold]{path / 'report.html'}[/] (and report.md, figures/, tables/)")
 
 
 @app.command()
 def report(out: Annotated[Path, typer.Argument(help="A sweep directory written by `rlbench run`.")]) -> None:
     """Render DIR/report/: report.md, a self-contained report.html, figures/ and tables/."""
-    write_report(out)
+    path = write_report(out)
+    console.print(f"report: [bold]{escape(str(path / 'report.html'))}[/] (and report.md, figures/, tables/)")
 
 
 bench_app = typer.Typer(help="Throughput benchmarks, measured side by side in one process.", no_args_is_help=True)

@@ -72,10 +72,16 @@ def prepare_run(cell: Cell, out: Path, meta: dict[str, Any]) -> Path:
 
 @dataclass
 class Tally:
-    """The outcomes of one sweep so far: `finish` records an outcome and reports it to the caller."""
+    """The outcomes of one sweep so far: `finish` records an outcome and reports it to the caller; `start`
+    reports a run that began."""
 
     on_done: Callable[[Outcome], None]
+    on_start: Callable[[Cell], None] | None = None
     outcomes: list[Outcome] = field(default_factory=list)
+
+    def start(self, cell: Cell) -> None:
+        if self.on_start is not None:
+            self.on_start(cell)
 
     def finish(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)
@@ -154,8 +160,15 @@ class LocalExecutor:
         self.time_limit = time_limit
         self.context = worker_context()
 
-    def run(self, cells: list[Cell], out: Path, on_done: Callable[[Outcome], None]) -> list[Outcome]:
-        meta, tally = store.provenance(), Tally(on_done)
+    def run(
+        self,
+        cells: list[Cell],
+        out: Path,
+        on_done: Callable[[Outcome], None],
+        on_start: Callable[[Cell], None] | None = None,
+    ) -> list[Outcome]:
+        """Run every unfinished cell; on_start(cell) when a run begins, on_done(outcome) when one ends."""
+        meta, tally = store.provenance(), Tally(on_done, on_start)
         finish, pending = tally.finish, split_finished(cells, out, tally.finish)
         running: dict[int, tuple[Any, Cell, float]] = {}
         try:
@@ -165,6 +178,7 @@ class LocalExecutor:
                     run_dir = prepare_run(cell, out, meta)
                     proc = self.context.Process(target=execute_cell, args=(cell.to_dict(), str(run_dir)))
                     proc.start()
+                    tally.start(cell)
                     running[proc.sentinel] = (proc, cell, time.monotonic())
                 for sentinel in wait(list(running), timeout=0.5):
                     proc, cell, _ = running.pop(sentinel)
@@ -213,10 +227,17 @@ class RayExecutor:
         self.address = address
         self.time_limit = time_limit
 
-    def run(self, cells: list[Cell], out: Path, on_done: Callable[[Outcome], None]) -> list[Outcome]:
+    def run(
+        self,
+        cells: list[Cell],
+        out: Path,
+        on_done: Callable[[Outcome], None],
+        on_start: Callable[[Cell], None] | None = None,
+    ) -> list[Outcome]:
+        """Run every unfinished cell; on_start(cell) when a task is submitted, on_done(outcome) when one ends."""
         import ray
 
-        meta, tally = store.provenance(), Tally(on_done)
+        meta, tally = store.provenance(), Tally(on_done, on_start)
         finish, pending = tally.finish, split_finished(cells, out, tally.finish)
         if not pending:
             return tally.outcomes
@@ -230,6 +251,7 @@ class RayExecutor:
                     cell = pending.popleft()
                     prepare_run(cell, out, meta)
                     running[remote.remote(cell.to_dict())] = (cell, time.monotonic())
+                    tally.start(cell)
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
                 for ref in ready:
                     cell, _ = running.pop(ref)

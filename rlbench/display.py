@@ -1,0 +1,220 @@
+"""What `rlbench run` prints: live progress (Rich on a terminal, one plain line per run otherwise) and the
+end-of-run summary. The state and the ETA come from rlbench.progress; this module only formats and draws."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from rlbench import store
+from rlbench.algos import order_key
+from rlbench.executor import Outcome
+from rlbench.matrix import Cell
+from rlbench.progress import Finished, SweepProgress, Work, column_family
+
+DONE = ("ok", "diverged", "env_nan")
+"""Statuses of runs that finished training (they have a final return)."""
+
+
+def duration(seconds: float) -> str:
+    """Seconds as h:mm:ss."""
+    s = max(0, round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def number(value: float, digits: int = 3) -> str:
+    """A value with `digits` significant digits before the point or `digits` decimals below 1, at most 3
+    decimals (142.5, -85.3, 0.873); NaN as an en dash."""
+    if not math.isfinite(value):
+        return "–"
+    magnitude = math.floor(math.log10(abs(value))) if value else 0
+    return f"{value:.{min(3, max(0, digits - 1 - magnitude))}f}"
+
+
+class SweepDisplay:
+    """Receives the executor's start/finish events, updates a SweepProgress and shows it: a live panel on
+    a terminal, one plain line per finished run otherwise."""
+
+    def __init__(self, cells: list[Cell], out: Path, workers: int, console: Console) -> None:
+        self.console = console
+        self.out = out
+        keys = [str(c.run_dir(out)) for c in cells]
+        self.state = SweepProgress(
+            {k: Work(c.env_id, column_family(c.algo.name), c.steps) for k, c in zip(keys, cells)}, workers
+        )
+        self.labels = {k: f"{c.env_id} {c.algo.name} seed {c.seed}" for k, c in zip(keys, cells)}
+        self.began = time.monotonic()
+        self.recent: list[Finished] = []
+        self.live: Live | None = None
+
+    def __enter__(self) -> SweepDisplay:
+        if self.console.is_terminal:
+            self.live = Live(self, console=self.console, refresh_per_second=4)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+        skipped = len(self.state.skipped)
+        if skipped:
+            self.console.print(f"{skipped} run(s) already finished in {self.out} were skipped", highlight=False)
+
+    def on_start(self, cell: Cell) -> None:
+        self.state.start(str(cell.run_dir(self.out)), time.monotonic())
+
+    def on_done(self, outcome: Outcome) -> None:
+        key = str(outcome.run_dir)
+        if outcome.status == "skipped":
+            self.state.skip(key)
+            return
+        done = self.state.finish(key, time.monotonic(), outcome.status, final_return(outcome))
+        self.recent = ([done] + self.recent)[:3]
+        if outcome.status not in DONE:
+            self.console.print(
+                f"[yellow]{outcome.status}[/] {escape(f'{outcome.run_dir}: {outcome.reason}')}", highlight=False
+            )
+        if self.live is None:
+            self.console.print(self.plain_line(done), markup=False, highlight=False, soft_wrap=True)
+
+    def eta_text(self) -> str:
+        eta = self.state.eta(time.monotonic())
+        return "ETA after the first run finishes" if eta is None else f"ETA {duration(eta)}"
+
+    def finished_text(self, done: Finished) -> str:
+        result = f"final return {number(done.final_return)}" if done.status in DONE else "no result"
+        return f"{done.status} {self.labels[done.key]}: {result}, {done.seconds:.1f} s"
+
+    def plain_line(self, done: Finished) -> str:
+        """The log line of one finished run: count, status, env, column, seed, final return, elapsed, ETA."""
+        count = f"[{self.state.done_count()}/{self.state.total()}]"
+        return f"{count} {self.finished_text(done)} ({self.eta_text()})"
+
+    def __rich__(self) -> Group:
+        now = time.monotonic()
+        bars = Table.grid(padding=(0, 2))
+        for env in self.state.envs():
+            total, done = self.state.total(env), self.state.done_count(env)
+            bars.add_row(escape(env), ProgressBar(total=total, completed=done, width=30), f"{done}/{total}")
+        total, done = self.state.total(), self.state.done_count()
+        bars.add_row(
+            "[bold]all[/]",
+            ProgressBar(total=total, completed=done, width=30),
+            f"{done}/{total}  elapsed {duration(now - self.began)}  {self.eta_text()} (cost-weighted)",
+        )
+        running = [f"{escape(self.labels[k])} ({duration(now - t)})" for k, t in self.state.started.items()]
+        lines = [bars, Text.from_markup("[bold]running[/]  " + (" · ".join(running) or "–"))]
+        lines += [Text("finished " + self.finished_text(d)) for d in self.recent]
+        return Group(*lines)
+
+
+def final_return(outcome: Outcome) -> float:
+    """The run's final evaluation return from its summary.json (NaN when it has none)."""
+    if outcome.status not in DONE:
+        return math.nan
+    return float(store.read_json(Path(outcome.run_dir) / store.SUMMARY).get("final_return", math.nan))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# End-of-run summary
+
+TEXT_METRICS = {"gold": "eval/gold_mean", "proxy": "eval/proxy_mean", "gap": "eval/gap"}
+"""Columns of the summary for envs whose evaluations log gold and proxy reward (TextGen)."""
+
+
+def final_evals(run_dirs: pd.Series) -> pd.DataFrame:
+    """TEXT_METRICS' columns of each run's last evaluation, indexed like run_dirs (NaN where not logged)."""
+    rows = []
+    for run_dir in run_dirs:
+        path = Path(run_dir) / store.EVALS
+        evals = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+        rows.append(evals.iloc[-1].to_dict() if len(evals) else {})
+    return pd.DataFrame(rows, index=run_dirs.index).reindex(columns=list(TEXT_METRICS.values()))
+
+
+def mean_std(values: pd.Series) -> str:
+    """`mean ± std` over seeds with sensible precision (3 significant digits, at most 3 decimals)."""
+    return f"{number(values.mean())} ± {number(values.std(ddof=0))}"
+
+
+def env_table(env: str, rows: pd.DataFrame) -> Table:
+    """One env's summary: per column, the metric that matters (gold/proxy/gap on TextGen, else final
+    return) as mean ± std over seeds, then wall time and throughput."""
+    textual = all(c in rows for c in TEXT_METRICS.values()) and rows[TEXT_METRICS["gold"]].notna().any()
+    metrics = {name: TEXT_METRICS[name] for name in TEXT_METRICS} if textual else {"final return": "final_return"}
+    table = Table(title=f"{escape(env)} (mean ± std over seeds)")
+    for col in ("algo", "n", *metrics, "wall time (s)", "env steps/s", "grad cosine", "grad noise scale"):
+        table.add_column(col, justify="right" if col != "algo" else "left")
+    for algo, g in sorted(rows.groupby("algo", sort=False), key=lambda item: order_key(item[0])):
+        table.add_row(
+            escape(algo),
+            str(len(g)),
+            *(mean_std(g[column]) for column in metrics.values()),
+            f"{g.wall_time_s.mean():.1f}",
+            f"{g.env_steps_per_s.mean():,.0f}",
+            f"{g.grad_cosine_mean.mean():.3f}",
+            f"{g.grad_noise_scale.median():,.0f}",
+        )
+    return table
+
+
+def print_results(console: Console, out: Path) -> None:
+    """Per env, a table of every column's final result across its seeds (TextGen: gold, proxy and gap)."""
+    df = store.load_summaries(out)
+    if df.empty or "final_return" not in df:
+        return
+    done = df[df["status"].isin(DONE)]
+    done = done.join(final_evals(done["run_dir"]))
+    for env, rows in done.groupby("env", sort=False):
+        console.print(env_table(str(env), rows))
+
+
+def claim_verdicts(claims_csv: Path) -> dict[str, str]:
+    """Claim → verdict from a rendered report's tables/claims.csv: its primary (non-context) rows, combined
+    across envs where the table has per-env rows; contradicted if any is, supported if all are, otherwise
+    the first other verdict (e.g. inconclusive)."""
+    table = pd.read_csv(claims_csv, dtype=str, keep_default_na=False)
+    if "role" in table:
+        table = table[table.role != "context"]
+    if "env" in table:
+        table = table[table.env == "combined"]
+    verdicts = {}
+    for claim, rows in table.groupby("claim", sort=False):
+        found = list(rows.verdict)
+        if "contradicted" in found:
+            verdicts[str(claim)] = "contradicted"
+        elif found and all(v == "supported" for v in found):
+            verdicts[str(claim)] = "supported"
+        else:
+            verdicts[str(claim)] = next((v for v in found if v != "supported"), "inconclusive")
+    return verdicts
+
+
+VERDICT_STYLE = {"supported": "green", "contradicted": "red"}
+
+
+def print_verdicts(console: Console, report_dir: Path) -> None:
+    """The claims at a glance, one line per claim, from the rendered report (nothing if it has no claims table)."""
+    path = report_dir / "tables" / "claims.csv"
+    if not path.is_file():
+        return
+    verdicts = claim_verdicts(path)
+    console.print(f"[bold]claims[/] at a glance (from {escape(str(path))}):", highlight=False)
+    for claim, verdict in verdicts.items():
+        style = VERDICT_STYLE.get(verdict, "yellow")
+        console.print(f"  {escape(claim)}  [{style}]{escape(verdict)}[/]", highlight=False)
+
+
+def print_closing(console: Console, seconds: float, runs: int, report_dir: Path | None) -> None:
+    """The last line: total wall time of the command and where the report is."""
+    where = f"report: [bold]{escape(str(report_dir / 'report.html'))}[/]" if report_dir else "no report (--no-report)"
+    console.print(f"total wall time {duration(seconds)} for {runs} run(s); {where}", highlight=False)

@@ -1,0 +1,159 @@
+"""Sweep progress as data: which runs are pending, running and finished, and a cost-weighted ETA.
+
+Nothing here draws; rlbench.cli renders this state with Rich on a terminal, or as plain lines in logs.
+Every method takes the current time (`now`, seconds on any monotonic clock) so the logic is testable
+with synthetic events.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Work:
+    """One run as the ETA sees it: its env, its column's family and its env-step budget."""
+
+    env: str
+    family: str
+    steps: int
+
+
+def column_family(column: str) -> str:
+    """The algorithm family of a matrix column: its leading name (`grpo-g16` → `grpo`, `ppo[clip=none]` → `ppo`)."""
+    match = re.match(r"[A-Za-z0-9_]+", column)
+    return match.group(0) if match else column
+
+
+class CostModel:
+    """Seconds per env step of each (env, family), from the runs measured so far.
+
+    A measured pair uses its own ratio of sums (seconds ÷ env steps). An unmeasured pair uses the env's
+    rate over all its measured families (or the sweep's, for an env not yet measured) times the family's
+    relative cost: the geometric mean, over envs where it was measured, of its rate ÷ that env's rate.
+    """
+
+    def __init__(self) -> None:
+        self._seconds: dict[tuple[str, str], float] = {}
+        self._steps: dict[tuple[str, str], int] = {}
+
+    def observe(self, work: Work, seconds: float) -> None:
+        """Record one finished run's wall time."""
+        key = (work.env, work.family)
+        self._seconds[key] = self._seconds.get(key, 0.0) + seconds
+        self._steps[key] = self._steps.get(key, 0) + work.steps
+
+    @property
+    def measured(self) -> bool:
+        """Whether any run has been observed (before that there is no estimate)."""
+        return bool(self._steps)
+
+    def _ratio(self, keys: Iterable[tuple[str, str]]) -> float:
+        keys = list(keys)
+        return sum(self._seconds[k] for k in keys) / max(1, sum(self._steps[k] for k in keys))
+
+    def _env_rate(self, env: str) -> float:
+        keys = [k for k in self._steps if k[0] == env] or list(self._steps)
+        return self._ratio(keys)
+
+    def _family_factor(self, family: str) -> float:
+        logs = [math.log(self._ratio([k]) / self._env_rate(k[0])) for k in self._steps if k[1] == family]
+        logs = [x for x in logs if math.isfinite(x)]
+        return math.exp(sum(logs) / len(logs)) if logs else 1.0
+
+    def rate(self, env: str, family: str) -> float:
+        """Estimated seconds per env step of `family` on `env`; needs at least one observation."""
+        if not self.measured:
+            raise ValueError("no run measured yet")
+        if (env, family) in self._steps:
+            return self._ratio([(env, family)])
+        return self._env_rate(env) * self._family_factor(family)
+
+    def expected(self, work: Work) -> float:
+        """Estimated wall time of one run: its budget × its estimated seconds per env step."""
+        return work.steps * self.rate(work.env, work.family)
+
+
+def schedule_span(workers: int, busy: Iterable[float], queue: Iterable[float]) -> float:
+    """Time until all work is done when `workers` slots, busy for `busy` more seconds each, take the
+    `queue` of run durations in order, each from the first slot to become free."""
+    slots = sorted(busy)[:workers]
+    slots += [0.0] * (workers - len(slots))
+    heapq.heapify(slots)
+    for cost in queue:
+        heapq.heappush(slots, heapq.heappop(slots) + cost)
+    return max(slots, default=0.0)
+
+
+@dataclass
+class Finished:
+    """A run that ended in this sweep: its work, status, final return (NaN if none) and wall time."""
+
+    key: str
+    work: Work
+    status: str
+    final_return: float
+    seconds: float
+
+
+@dataclass
+class SweepProgress:
+    """Pending, running and finished runs of one sweep (keyed by run directory) and the ETA from them."""
+
+    works: dict[str, Work]
+    workers: int
+    model: CostModel = field(default_factory=CostModel)
+    started: dict[str, float] = field(default_factory=dict)
+    finished: list[Finished] = field(default_factory=list)
+    skipped: set[str] = field(default_factory=set)
+
+    def start(self, key: str, now: float) -> None:
+        """A run started."""
+        self.started[key] = now
+
+    def skip(self, key: str) -> None:
+        """A run finished in an earlier sweep: it costs nothing now and says nothing about speed."""
+        self.skipped.add(key)
+
+    def finish(self, key: str, now: float, status: str, final_return: float = math.nan) -> Finished:
+        """A run ended; its wall time refines the cost model (a failed run's time says nothing)."""
+        seconds = now - self.started.pop(key, now)
+        done = Finished(key, self.works[key], status, final_return, seconds)
+        if status in ("ok", "diverged", "env_nan"):
+            self.model.observe(done.work, seconds)
+        self.finished.append(done)
+        return done
+
+    @property
+    def pending(self) -> list[str]:
+        """Runs neither started, finished nor skipped, in sweep order."""
+        ended = {f.key for f in self.finished} | self.skipped
+        return [k for k in self.works if k not in ended and k not in self.started]
+
+    def done_count(self, env: str | None = None) -> int:
+        """Finished or skipped runs (of one env, or all)."""
+        keys = [f.key for f in self.finished] + list(self.skipped)
+        return sum(1 for k in keys if env is None or self.works[k].env == env)
+
+    def total(self, env: str | None = None) -> int:
+        return sum(1 for w in self.works.values() if env is None or w.env == env)
+
+    def envs(self) -> list[str]:
+        """The sweep's envs in first-seen order."""
+        return list(dict.fromkeys(w.env for w in self.works.values()))
+
+    def eta(self, now: float) -> float | None:
+        """Seconds until the sweep ends, or None before any run has been measured.
+
+        Each run costs budget × its estimated seconds per env step; a running run costs what its estimate
+        has left (at least 0); the pending runs are dealt to `workers` slots in sweep order.
+        """
+        if not self.model.measured:
+            return None
+        busy = [max(0.0, self.model.expected(self.works[k]) - (now - t)) for k, t in self.started.items()]
+        queue = [self.model.expected(self.works[k]) for k in self.pending]
+        return schedule_span(self.workers, busy, queue)
