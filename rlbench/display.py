@@ -31,13 +31,18 @@ def duration(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def number(value: float, digits: int = 3) -> str:
-    """A value with `digits` significant digits before the point or `digits` decimals below 1, at most 3
-    decimals (142.5, -85.3, 0.873); NaN as an en dash."""
+def decimals(value: float, digits: int = 3) -> int:
+    """Decimals that show `digits` significant digits of value, between 1 and 3 (142.5 → 1, 0.873 → 3)."""
+    if not math.isfinite(value) or value == 0:
+        return 3
+    return min(3, max(1, digits - 1 - math.floor(math.log10(abs(value)))))
+
+
+def number(value: float, places: int | None = None) -> str:
+    """value with `places` decimals (default: `decimals(value)`); NaN as an en dash."""
     if not math.isfinite(value):
         return "–"
-    magnitude = math.floor(math.log10(abs(value))) if value else 0
-    return f"{value:.{min(3, max(0, digits - 1 - magnitude))}f}"
+    return f"{value:.{decimals(value) if places is None else places}f}"
 
 
 class SweepDisplay:
@@ -141,24 +146,30 @@ def final_evals(run_dirs: pd.Series) -> pd.DataFrame:
     return pd.DataFrame(rows, index=run_dirs.index).reindex(columns=list(TEXT_METRICS.values()))
 
 
-def mean_std(values: pd.Series) -> str:
-    """`mean ± std` over seeds with sensible precision (3 significant digits, at most 3 decimals)."""
-    return f"{number(values.mean())} ± {number(values.std(ddof=0))}"
+def mean_std(values: pd.Series, places: int | None = None) -> str:
+    """`mean ± std` over seeds, both with `places` decimals (default: the mean's 3 significant digits)."""
+    mean = values.mean()
+    places = decimals(mean) if places is None else places
+    return f"{number(mean, places)} ± {number(values.std(ddof=0), places)}"
 
 
 def env_table(env: str, rows: pd.DataFrame) -> Table:
     """One env's summary: per column, the metric that matters (gold/proxy/gap on TextGen, else final
     return) as mean ± std over seeds, then wall time and throughput."""
-    textual = all(c in rows for c in TEXT_METRICS.values()) and rows[TEXT_METRICS["gold"]].notna().any()
-    metrics = {name: TEXT_METRICS[name] for name in TEXT_METRICS} if textual else {"final return": "final_return"}
+    textual = rows[TEXT_METRICS["gold"]].notna().any()
+    metrics = dict(TEXT_METRICS) if textual else {"final return": "final_return"}
+    places = 3 if textual else None
     table = Table(title=f"{escape(env)} (mean ± std over seeds)")
-    for col in ("algo", "n", *metrics, "wall time (s)", "env steps/s", "grad cosine", "grad noise scale"):
-        table.add_column(col, justify="right" if col != "algo" else "left")
+    table.add_column("algo", no_wrap=True)
+    for col in ("n", *metrics):
+        table.add_column(col, justify="right", no_wrap=True)
+    for col in ("wall time (s)", "env steps/s", "grad cosine", "grad noise scale"):
+        table.add_column(col, justify="right")
     for algo, g in sorted(rows.groupby("algo", sort=False), key=lambda item: order_key(item[0])):
         table.add_row(
             escape(algo),
             str(len(g)),
-            *(mean_std(g[column]) for column in metrics.values()),
+            *(mean_std(g[column], places) for column in metrics.values()),
             f"{g.wall_time_s.mean():.1f}",
             f"{g.env_steps_per_s.mean():,.0f}",
             f"{g.grad_cosine_mean.mean():.3f}",

@@ -120,11 +120,11 @@ class SweepProgress:
         self.skipped.add(key)
 
     def finish(self, key: str, now: float, status: str, final_return: float = math.nan) -> Finished:
-        """A run ended; its wall time refines the cost model (a failed run's time says nothing)."""
+        """A run ended (any status: a failed or timed-out run also took the sweep's time); its wall time
+        refines the cost model."""
         seconds = now - self.started.pop(key, now)
         done = Finished(key, self.works[key], status, final_return, seconds)
-        if status in ("ok", "diverged", "env_nan"):
-            self.model.observe(done.work, seconds)
+        self.model.observe(done.work, seconds)
         self.finished.append(done)
         return done
 
