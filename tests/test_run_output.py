@@ -1,0 +1,88 @@
+"""What `rlbench run` prints when not on a terminal, its end-of-run summary, and byte-identical re-renders
+of the report, on one small smoke sweep run as a subprocess (stdout is a pipe, as in CI)."""
+
+import filecmp
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rlbench.display import claim_verdicts
+
+ROOT = Path(__file__).resolve().parents[1]
+ENVS = ("CartPole-v1", "rlbench/TextGen-v0")
+ALGOS = ("pg", "ppo")
+SEEDS = (0, 1)
+SWEEP = ["--preset", "smoke", "--algos", ",".join(ALGOS), "--envs", ",".join(ENVS), "--seeds", str(len(SEEDS))]
+
+
+def rlbench(*args: str) -> str:
+    """Run the CLI in a subprocess from the repository root; its stdout (it must exit 0)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "rlbench.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> tuple[Path, str]:
+    """A fresh smoke sweep without a report: (directory, stdout)."""
+    out = tmp_path_factory.mktemp("ux") / "sweep"
+    return out, rlbench("run", *SWEEP, "--jobs", "2", "--out", str(out), "--no-report")
+
+
+@pytest.fixture(scope="module")
+def reported(sweep) -> tuple[str, Path]:
+    """The same command again (every run skipped) with the report: (stdout, a copy of the rendered report)."""
+    out, _ = sweep
+    stdout = rlbench("run", *SWEEP, "--jobs", "2", "--out", str(out))
+    first = out.parent / "first-render"
+    shutil.copytree(out / "report", first)
+    return stdout, first
+
+
+def test_one_plain_line_per_finished_run(sweep) -> None:
+    _, stdout = sweep
+    line = re.compile(r"^\[(\d+)/8\] ok (\S+) (\S+) seed (\d+): final return -?[\d.]+, [\d.]+ s \(ETA \d+:\d\d:\d\d\)$")
+    matches = [m for m in map(line.match, stdout.splitlines()) if m]
+    assert sorted(int(m[1]) for m in matches) == list(range(1, 9))
+    assert {(m[2], m[3], int(m[4])) for m in matches} == {(e, a, s) for e in ENVS for a in ALGOS for s in SEEDS}
+    progress = stdout.split("(mean ± std over seeds)")[0]
+    assert "━" not in progress and "-:--:--" not in progress  # no progress bar drawn into logs
+
+
+def test_summary_has_textgen_gold_to_3_digits_and_total_time(sweep) -> None:
+    out, stdout = sweep
+    evals = [pd.read_parquet(p).iloc[-1] for p in sorted((out / "rlbench__TextGen-v0" / "ppo").glob("*/evals.parquet"))]
+    gold = sum(e["eval/gold_mean"] for e in evals) / len(evals)
+    row = re.search(r"│ ppo\s+│ 2 │ (\d\.\d{3}) ± \d\.\d{3} │ (\d\.\d{3}) ± \d\.\d{3} │ (-?\d\.\d{3}) ±", stdout)
+    assert row, stdout
+    assert row[1] == f"{gold:.3f}"
+    assert re.search(r"^total wall time \d+:\d\d:\d\d for 8 run\(s\); no report \(--no-report\)$", stdout, re.M)
+    assert "claims" not in stdout
+
+
+def test_summary_shows_claim_verdicts_when_the_report_is_rendered(sweep, reported) -> None:
+    out, _ = sweep
+    stdout, _ = reported
+    verdicts = claim_verdicts(out / "report" / "tables" / "claims.csv")
+    assert verdicts
+    for claim, verdict in verdicts.items():
+        assert re.search(rf"^  {re.escape(claim)}  {re.escape(verdict)}$", stdout, re.M), stdout
+    assert re.search(r"total wall time \d+:\d\d:\d\d for 8 run\(s\); report: .*report\.html$", stdout, re.M)
+
+
+def test_report_rerenders_byte_identical(sweep, reported) -> None:
+    out, _ = sweep
+    _, first = reported
+    rlbench("report", str(out))
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert {p.relative_to(out / "report") for p in (out / "report").rglob("*") if p.is_file()} == set(files)
+    assert any(p.name.startswith("variance_") for p in files)
+    _, mismatch, errors = filecmp.cmpfiles(first, out / "report", [str(p) for p in files], shallow=False)
+    assert not mismatch and not errors
