@@ -268,7 +268,7 @@ def bench_textgen(
     repeats: Annotated[int, typer.Option(help="Updates measured per algorithm (medians are shown).")] = 10,
 ) -> None:
     """Tokens/s of TextGen generation and of one training update, per algorithm (one torch thread)."""
-    from rlbench.envs.textgen_bench import benchmark
+    from rlbench.envs.textgen_bench import benchmark, sft_message
 
     try:
         names = resolve_algos(parse_list(algos, "--algos"))
@@ -277,8 +277,9 @@ def bench_textgen(
     except MatrixError as err:
         raise fail(str(err)) from None
     rows = [benchmark(name, repeats=repeats) for name in names]
-    table = Table(title=f"TextGen throughput (median of {repeats} updates, 1 thread)")
-    for col in ("algo", "sequences/update", "tokens/update", "generate tok/s", "update tok/s", "update ÷ generate"):
+    table = Table(title=f"TextGen throughput on this machine (median of {repeats} updates, 1 thread)")
+    columns = ("algo", "sequences/update", "tokens/update", "generate tok/s", "update tok/s", "update ÷ generate time")
+    for col in columns:
         table.add_column(col, justify="right" if col != "algo" else "left")
     for row in rows:
         table.add_row(
@@ -290,11 +291,7 @@ def bench_textgen(
             f"{row['update_s'] / row['collect_s']:.1f}×",
         )
     console.print(table)
-    sft = rows[0]
-    console.print(
-        f"SFT reference: gold {sft['sft_gold_sampled']:.3f} sampled, {sft['sft_gold_greedy']:.3f} greedy "
-        f"(trained in {sft['sft_time_s']:.1f} s, or loaded from the cache)"
-    )
+    console.print(sft_message(rows[0]), highlight=False)
 
 
 @bench_app.command("sb3")
