@@ -2,6 +2,7 @@
 of the report, on one small smoke sweep run as a subprocess (stdout is a pipe, as in CI)."""
 
 import filecmp
+import json
 import re
 import shutil
 import subprocess
@@ -86,3 +87,16 @@ def test_report_rerenders_byte_identical(sweep, reported) -> None:
     assert any(p.name.startswith("variance_") for p in files)
     _, mismatch, errors = filecmp.cmpfiles(first, out / "report", [str(p) for p in files], shallow=False)
     assert not mismatch and not errors
+
+
+def test_metric_names_in_the_docs_are_what_runs_record(sweep) -> None:
+    """docs/claims-and-metrics.md names real columns: every `prefix/name` and summary field it cites exists."""
+    out, _ = sweep
+    doc = (ROOT / "docs" / "claims-and-metrics.md").read_text()
+    run = out / "rlbench__TextGen-v0" / "ppo" / "seed0"
+    recorded = set(pd.read_parquet(run / "metrics.parquet").columns) | set(pd.read_parquet(run / "evals.parquet"))
+    recorded |= set(json.loads((run / "summary.json").read_text()))
+    cited = set(re.findall(r"`((?:train|eval|rollout|time)/\w+)`", doc))
+    cited |= set(re.findall(r"`(final_return|grad_noise_scale|peak_rss_mb)`", doc))
+    assert len(cited) >= 15 and cited <= recorded, cited - recorded
+    assert all(f"**C{i}**" in doc for i in range(1, 6))
