@@ -19,7 +19,7 @@ from rlbench import store
 from rlbench.algos import order_key
 from rlbench.executor import Outcome
 from rlbench.matrix import Cell
-from rlbench.progress import Finished, SweepProgress, Work, column_family
+from rlbench.progress import Finished, RunEnd, SweepProgress, Work, column_family
 
 DONE = ("ok", "diverged", "env_nan")
 """Statuses of runs that finished training (they have a final return)."""
@@ -82,7 +82,7 @@ class SweepDisplay:
         if outcome.status == "skipped":
             self.state.skip(key)
             return
-        done = self.state.finish(key, time.monotonic(), outcome.status, final_return(outcome))
+        done = self.state.finish(key, time.monotonic(), run_end(outcome))
         self.recent = ([done] + self.recent)[:3]
         if outcome.status not in DONE:
             self.console.print(
@@ -122,11 +122,12 @@ class SweepDisplay:
         return Group(*lines)
 
 
-def final_return(outcome: Outcome) -> float:
-    """The run's final evaluation return from its summary.json (NaN when it has none)."""
+def run_end(outcome: Outcome) -> RunEnd:
+    """The run's status, final evaluation return and training time from its summary.json (NaN without one)."""
     if outcome.status not in DONE:
-        return math.nan
-    return float(store.read_json(Path(outcome.run_dir) / store.SUMMARY).get("final_return", math.nan))
+        return RunEnd(outcome.status)
+    summary = store.read_json(Path(outcome.run_dir) / store.SUMMARY)
+    return RunEnd(outcome.status, float(summary["final_return"]), float(summary["wall_time_s"]))
 
 
 # ----------------------------------------------------------------------------------------------------------

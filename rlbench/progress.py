@@ -30,27 +30,37 @@ def column_family(column: str) -> str:
 
 
 class CostModel:
-    """Seconds per env step of each (env, family), from the runs measured so far.
+    """A run's wall time = a per-run overhead (worker start, setup) + its budget × the seconds per env step of
+    its (env, family), from the runs measured so far.
 
-    A measured pair uses its own ratio of sums (seconds ÷ env steps). An unmeasured pair uses the env's
-    rate over all its measured families (or the sweep's, for an env not yet measured) times the family's
-    relative cost: the geometric mean, over envs where it was measured, of its rate ÷ that env's rate.
+    The overhead is the mean over runs of wall time − training time. A measured pair's rate is its own ratio
+    of sums (training seconds ÷ env steps). An unmeasured pair uses the env's rate over all its measured
+    families (or the sweep's, for an env not yet measured) times the family's relative cost: the geometric
+    mean, over envs where it was measured, of its rate ÷ that env's rate.
     """
 
     def __init__(self) -> None:
         self._seconds: dict[tuple[str, str], float] = {}
         self._steps: dict[tuple[str, str], int] = {}
+        self._overheads: list[float] = []
 
-    def observe(self, work: Work, seconds: float) -> None:
-        """Record one finished run's wall time."""
+    def observe(self, work: Work, seconds: float, train_seconds: float | None = None) -> None:
+        """Record one finished run's wall time and the part of it spent training (default: all of it)."""
+        train = seconds if train_seconds is None else min(seconds, train_seconds)
         key = (work.env, work.family)
-        self._seconds[key] = self._seconds.get(key, 0.0) + seconds
+        self._seconds[key] = self._seconds.get(key, 0.0) + train
         self._steps[key] = self._steps.get(key, 0) + work.steps
+        self._overheads.append(seconds - train)
 
     @property
     def measured(self) -> bool:
         """Whether any run has been observed (before that there is no estimate)."""
         return bool(self._steps)
+
+    @property
+    def overhead(self) -> float:
+        """Mean seconds of a run not spent training (0 before any observation)."""
+        return sum(self._overheads) / len(self._overheads) if self._overheads else 0.0
 
     def _ratio(self, keys: Iterable[tuple[str, str]]) -> float:
         keys = list(keys)
@@ -74,8 +84,8 @@ class CostModel:
         return self._env_rate(env) * self._family_factor(family)
 
     def expected(self, work: Work) -> float:
-        """Estimated wall time of one run: its budget × its estimated seconds per env step."""
-        return work.steps * self.rate(work.env, work.family)
+        """Estimated wall time of one run: the overhead + its budget × its estimated seconds per env step."""
+        return self.overhead + work.steps * self.rate(work.env, work.family)
 
 
 def schedule_span(workers: int, busy: Iterable[float], queue: Iterable[float]) -> float:
@@ -100,6 +110,15 @@ class Finished:
     seconds: float
 
 
+@dataclass(frozen=True)
+class RunEnd:
+    """What a finished run reports: its status, final return and training time (NaN when it has none)."""
+
+    status: str
+    final_return: float = math.nan
+    train_seconds: float = math.nan
+
+
 @dataclass
 class SweepProgress:
     """Pending, running and finished runs of one sweep (keyed by run directory) and the ETA from them."""
@@ -119,12 +138,13 @@ class SweepProgress:
         """A run finished in an earlier sweep: it costs nothing now and says nothing about speed."""
         self.skipped.add(key)
 
-    def finish(self, key: str, now: float, status: str, final_return: float = math.nan) -> Finished:
+    def finish(self, key: str, now: float, end: RunEnd) -> Finished:
         """A run ended (any status: a failed or timed-out run also took the sweep's time); its wall time
-        refines the cost model."""
+        refines the cost model, split into training and overhead where the run reports its training time."""
         seconds = now - self.started.pop(key, now)
-        done = Finished(key, self.works[key], status, final_return, seconds)
-        self.model.observe(done.work, seconds)
+        done = Finished(key, self.works[key], end.status, end.final_return, seconds)
+        train = end.train_seconds if math.isfinite(end.train_seconds) else None
+        self.model.observe(done.work, seconds, train)
         self.finished.append(done)
         return done
 

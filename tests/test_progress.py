@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from rlbench.display import claim_verdicts, mean_std, number
-from rlbench.progress import CostModel, SweepProgress, Work, column_family, schedule_span
+from rlbench.progress import CostModel, RunEnd, SweepProgress, Work, column_family, schedule_span
 
 
 def test_column_family_is_the_leading_name() -> None:
@@ -30,6 +30,15 @@ def test_cost_model_measured_pair_and_fallbacks() -> None:
     assert model.expected(Work("B", "ppo", 4000)) == pytest.approx(3.0)
 
 
+def test_cost_model_separates_per_run_overhead() -> None:
+    model = CostModel()
+    model.observe(Work("A", "pg", 1000), 7.0, train_seconds=2.0)
+    model.observe(Work("A", "pg", 3000), 9.0, train_seconds=6.0)
+    assert model.overhead == pytest.approx(4.0)
+    assert model.rate("A", "pg") == pytest.approx(8.0 / 4000)
+    assert model.expected(Work("B", "pg", 500)) == pytest.approx(4.0 + 1.0)  # unseen env: the sweep's rate
+
+
 def test_schedule_span_deals_runs_to_the_first_free_worker() -> None:
     assert schedule_span(2, [3.0], [4.0, 4.0, 1.0]) == pytest.approx(7.0)
     assert schedule_span(1, [], [1.0, 2.0]) == pytest.approx(3.0)
@@ -43,7 +52,7 @@ def simulate(works: dict[str, Work], seconds: dict[str, float]) -> list[tuple[fl
     for key in works:
         progress.start(key, now)
         now += seconds[key]
-        progress.finish(key, now, "ok")
+        progress.finish(key, now, RunEnd("ok"))
         points.append((total - now, progress.eta(now)))
     return points
 
@@ -70,7 +79,7 @@ def test_eta_counts_what_running_runs_have_left_and_parallel_workers() -> None:
     progress = SweepProgress(works, workers=2)
     progress.start("a", 0.0)
     progress.start("b", 0.0)
-    progress.finish("a", 2.0, "ok")  # 2 s per run
+    progress.finish("a", 2.0, RunEnd("ok"))  # 2 s per run
     progress.start("c", 2.0)
     # at t=3: b has ~0 left (expected 2, ran 3), c has 1 left; d and e wait: slots (0, 1) → d: 2, e: 3
     assert progress.eta(3.0) == pytest.approx(3.0)
@@ -83,7 +92,7 @@ def test_skipped_and_failed_runs() -> None:
     progress = SweepProgress(works, workers=1)
     progress.skip("a")
     progress.start("b", 0.0)
-    progress.finish("b", 0.5, "failed")
+    progress.finish("b", 0.5, RunEnd("failed"))
     assert progress.eta(0.5) == pytest.approx(0.5)  # a failed run's time still counts: never "unknown" again
     assert progress.done_count() == 2 and progress.pending == ["c"]
 
