@@ -91,9 +91,10 @@ class SweepDisplay:
         if self.live is None:
             self.console.print(self.plain_line(done), markup=False, highlight=False, soft_wrap=True)
 
-    def eta_text(self) -> str:
+    def eta_text(self, note: str = "") -> str:
+        """`ETA h:mm:ss` and the note, or what the ETA waits for before any run has finished."""
         eta = self.state.eta(time.monotonic())
-        return "ETA after the first run finishes" if eta is None else f"ETA {duration(eta)}"
+        return "ETA after the first run" if eta is None else f"ETA {duration(eta)}{note}"
 
     def finished_text(self, done: Finished) -> str:
         result = f"final return {number(done.final_return)}" if done.status in DONE else "no result"
@@ -114,7 +115,7 @@ class SweepDisplay:
         bars.add_row(
             "[bold]all[/]",
             ProgressBar(total=total, completed=done, width=30),
-            f"{done}/{total}  elapsed {duration(now - self.began)}  {self.eta_text()} (cost-weighted)",
+            f"{done}/{total}  elapsed {duration(now - self.began)}  {self.eta_text(' (cost-weighted)')}",
         )
         running = [f"{escape(self.labels[k])} ({duration(now - t)})" for k, t in self.state.started.items()]
         lines = [bars, Text.from_markup("[bold]running[/]  " + (" · ".join(running) or "–"))]
