@@ -138,6 +138,7 @@ def run(
             else list(spec.get("group_sizes", DEFAULT_GROUP_SIZES)),
             sets=spec.get("set", []) + [parse_set(item) for item in set_],
         )
+        console.print(f"checking {len({c.env_id for c in cells})} env(s) against rlbench's contract …", highlight=False)
         problems = contract_problems(cells)
         if problems:
             raise MatrixError("environment contract failed:\n" + "\n".join(problems))
