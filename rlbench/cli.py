@@ -377,14 +377,23 @@ def fingerprints(
         changes = fp.regenerate()
         console.print("\n".join(changes) if changes else "fingerprints unchanged", markup=False)
         return
-    failed = False
+    failed, said = False, ""
     for env_id in fp.ENVS:
         for name in PRESETS:
             path = fp.path_for(fp.DEFAULT_DIR, name, env_id)
-            diffs = fp.compare(fp.load(path), fp.compute(name, env_id)) if path.is_file() else [f"missing {path}"]
+            if not path.is_file():
+                failed = True
+                console.print(f"{env_id}/{name}: missing {path}", markup=False)
+                continue
+            stored, fresh = fp.load(path), fp.compute(name, env_id)
+            why = fp.comparison(stored, fresh)[1]
+            if why != said:
+                console.print(f"Compared {why}:", markup=False)
+                said = why
+            diffs = fp.compare(stored, fresh)
             failed |= bool(diffs)
             console.print(
-                f"{env_id}/{name}: " + ("same" if not diffs else "\n  ".join(["DIFFERENT", *diffs])), markup=False
+                f"  {env_id}/{name}: " + "\n    ".join(["DIFFERENT", *diffs] if diffs else ["same"]), markup=False
             )
     if failed:
         raise typer.Exit(1)

@@ -73,7 +73,7 @@ def smoke(tmp_path_factory) -> Path:
         ],
         check=True,
         capture_output=True,
-        timeout=120,
+        timeout=1800,  # a safety net against a stuck sweep, not a speed requirement
     )
     return out
 
