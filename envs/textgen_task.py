@@ -19,6 +19,7 @@ from torch import Tensor
 from rlbench.algos.config import AlgoConfig
 from rlbench.envs.textgen import TextGenConfig, batch_rewards, eval_prompts, sample_prompts
 from rlbench.envs.textgen_lm import Generation, TokenLM, ValueModel, load_or_train_sft
+from rlbench.rng import np_stream
 from rlbench.rollout import Trajectories
 from rlbench.task import Task
 
@@ -62,7 +63,7 @@ class TextGenCollector:
 
     def __init__(self, cfg: TextGenConfig, algo: AlgoConfig, seed: int, reference: TokenLM) -> None:
         self.cfg, self.reference = cfg, reference
-        self.rng = np.random.default_rng([seed, 3])
+        self.rng = np_stream(seed, "prompts")
         grouped = algo.advantage == "group"
         self.repeat = algo.group_size if grouped else 1
         self.prompts_per_update = algo.n_envs if grouped else algo.n_envs * SEQS_PER_PROMPT

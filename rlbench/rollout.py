@@ -17,6 +17,7 @@ from torch import Tensor
 
 from rlbench.algos.config import AlgoConfig
 from rlbench.policies import MLPPolicy, encode_obs
+from rlbench.rng import np_stream
 
 
 class RunFault(Exception):
@@ -198,7 +199,7 @@ class GymCollector:
 
     def __init__(self, env_id: str, env_kwargs: dict, cfg: AlgoConfig, seed: int) -> None:
         self.cfg = cfg
-        self.seed_rng = np.random.default_rng([seed, 1])
+        self.seed_rng = np_stream(seed, "env_starts")
         self.env = make_vec_env(env_id, cfg.streams, env_kwargs, fast=cfg.collect == "steps")
         self.space = self.env.single_observation_space
         if cfg.collect == "steps":

@@ -16,6 +16,7 @@ from rlbench.algos import advantages as adv_fns
 from rlbench.algos import losses
 from rlbench.algos.config import AlgoConfig
 from rlbench.metrics import approx_kl, explained_variance, gradient_noise, noise_scale_parts, peak_rss_mb
+from rlbench.rng import stream_seed, torch_stream
 from rlbench.rollout import RunFault, Trajectories
 from rlbench.task import Task, make_task
 
@@ -117,27 +118,49 @@ def _all_finite(module: nn.Module) -> bool:
     return all(torch.isfinite(p).all() for p in module.parameters())
 
 
+def _tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, Tensor))
+
+
 class Trainer:
-    """Owns the optimizer and performs every algorithm's update the same way."""
+    """Owns the optimizer and performs every algorithm's update the same way.
+
+    Random draws come from the run's named streams (rlbench.rng): `action_rng` samples actions, `minibatch_rng`
+    shuffles minibatches, `noise_rng` splits the gradient-noise probe, so measuring never moves training.
+    """
 
     def __init__(self, cfg: AlgoConfig, task: Task, seed: int) -> None:
         self.cfg = cfg
         self.policy, self.critic = task.policy, task.critic
         self.reference = copy.deepcopy(self.policy).requires_grad_(False)
-        self.params = list(self.policy.parameters()) + (list(self.critic.parameters()) if self.critic else [])
+        self.policy_params = list(self.policy.parameters())
+        self.critic_params = list(self.critic.parameters()) if self.critic else []
+        self.params = self.policy_params + self.critic_params
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.action_rng = torch_stream(seed, "actions")
+        self.minibatch_rng = torch_stream(seed, "minibatches")
+        self.noise_rng = torch_stream(seed, "noise")
+
+    def step(self, loss: Tensor) -> tuple[Tensor, Tensor]:
+        """Backward and one optimizer step with the policy's and the critic's gradients each clipped to
+        max_grad_norm on its own, so a value-loss gradient never scales the policy step. Returns both
+        pre-clip norms (0 for a part without gradients)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norms = [nn.utils.clip_grad_norm_(p, self.cfg.max_grad_norm) for p in (self.policy_params, self.critic_params)]
+        for name, norm in zip(("policy", "critic"), norms):
+            if not torch.isfinite(norm):
+                raise RunFault("diverged", f"{name} gradient norm became {norm.item()}")
+        self.optimizer.step()
+        return norms[0], norms[1]
 
     def fit_critic(self, units: dict[str, Tensor]) -> float:
         """cfg.value_epochs critic-only passes; policy gradients stay None, so Adam leaves the policy alone."""
         loss = torch.zeros(())
         for _ in range(self.cfg.value_epochs):
-            for mb in split(units, self.cfg.minibatches, self.generator):
+            for mb in split(units, self.cfg.minibatches, self.minibatch_rng):
                 loss = self.cfg.vf_coef * losses.value_loss(self.critic.value(mb), mb["targets"], mb["mask"])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
-                self.optimizer.step()
+                self.step(loss)
         return float(loss.detach())
 
     def update(self, traj: Trajectories, progress: float) -> dict[str, float]:
@@ -156,14 +179,14 @@ class Trainer:
         row["train/adv_std"] = float(units["adv"][valid].std()) if mask.sum() > 1 else 0.0
         if critic is not None:
             row["train/explained_variance"] = explained_variance(units["values"][valid], units["targets"][valid])
-        row.update(measure_gradient_noise(cfg, policy, units, self.generator))
+        row.update(measure_gradient_noise(cfg, policy, units, self.noise_rng))
 
         low = cfg.clip if cfg.clip is not None else CLIP_REFERENCE
         high = cfg.clip_high if cfg.clip_high is not None else low
         sums: dict[str, float] = {}
         steps = 0
         for _ in range(cfg.epochs):
-            for mb in split(units, cfg.minibatches, self.generator):
+            for mb in split(units, cfg.minibatches, self.minibatch_rng):
                 logp, entropy = policy.evaluate(mb)
                 m = mb["mask"]
                 policy_loss = policy_objective(cfg, logp, mb)
@@ -176,13 +199,10 @@ class Trainer:
                     loss = loss + cfg.vf_coef * terms["train/value_loss"]
                 if not torch.isfinite(loss):
                     raise RunFault("diverged", f"loss became {loss.item()}")
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-                if not torch.isfinite(grad_norm):
-                    raise RunFault("diverged", f"gradient norm became {grad_norm.item()}")
-                self.optimizer.step()
+                grad_norm, critic_grad_norm = self.step(loss)
                 terms["train/loss"], terms["train/grad_norm"] = loss, grad_norm
+                if critic is not None:
+                    terms["train/critic_grad_norm"] = critic_grad_norm
                 for key, value in terms.items():
                     sums[key] = sums.get(key, 0.0) + float(value.detach())
                 steps += 1
@@ -217,9 +237,9 @@ def train(
     budget (checkpoint k = 1 … eval_points; an update that crosses several checkpoints evaluates once, for the
     last), so every algorithm's curve has points at the same env steps whatever its batch size.
     """
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    task = make_task(env_id, env_kwargs, cfg, seed, eval_episodes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stream_seed(seed, "init"))
+        task = make_task(env_id, env_kwargs, cfg, seed, eval_episodes)
     trainer = Trainer(cfg, task, seed)
     metrics, evals = [], []
     env_steps, update, flops = 0, 0, 0
@@ -231,7 +251,7 @@ def train(
         next_point = 1
         while env_steps < total_steps:
             t0 = time.perf_counter()
-            traj = task.collector.collect(task.policy, trainer.generator)
+            traj = task.collector.collect(task.policy, trainer.action_rng)
             t1 = time.perf_counter()
             if update == 0:
                 with FlopCounterMode(display=False) as counter:

@@ -36,7 +36,7 @@ def test_every_algorithm_updates_on_every_env(name, env_id):
     task = make_task(env_id, {}, cfg, seed=0, eval_episodes=2)
     trainer = Trainer(cfg, task, seed=0)
     before = [p.detach().clone() for p in trainer.params]
-    rows = [trainer.update(task.collector.collect(task.policy, trainer.generator), progress=i / 2) for i in range(2)]
+    rows = [trainer.update(task.collector.collect(task.policy, trainer.action_rng), progress=i / 2) for i in range(2)]
     task.collector.close()
     changed = [not torch.equal(b, p) for b, p in zip(before, trainer.params)]
     if all(row.get("train/frac_reward_zero_std") == 1.0 for row in rows):
