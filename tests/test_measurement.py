@@ -3,9 +3,15 @@ whole-run FLOPs and memory."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from rlbench.algos import PRESETS
+from rlbench.envs.textgen import ENV_ID
+from rlbench.matrix import BUILTIN_ENVS, algo_for
+from rlbench.metrics import FlopMeter, SavedBytes
+from rlbench.policies import MLPPolicy
+from rlbench.rollout import make_vec_env, run_episodes
 from rlbench.task import make_task
 from rlbench.train import Trainer, train
 
@@ -97,3 +103,100 @@ def test_an_update_draws_from_the_minibatch_stream_only_for_its_minibatches():
         torch.randperm(traj.env_steps, generator=expected)
     trainer.update(traj, progress=0.0)
     assert torch.equal(trainer.minibatch_rng.get_state(), expected.get_state())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 3. Budgets are kept
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", ENV_ID])
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_no_run_trains_past_its_smoke_budget(name, env_id):
+    budget = BUILTIN_ENVS[env_id].budgets["smoke"]
+    cfg = algo_for(name, env_id, group_size=16)
+    result = train(cfg, env_id, {}, seed=0, total_steps=budget, eval_episodes=1, eval_points=3)
+    assert result.summary["status"] == "ok"
+    assert result.metrics[-1]["env_steps"] == result.summary["env_steps"] <= budget
+    assert result.evals[-1]["checkpoint"] == 3 and result.evals[-1]["env_steps"] == result.summary["env_steps"]
+    if env_id != ENV_ID:  # Gymnasium batches are cut at the budget exactly
+        assert result.summary["env_steps"] == budget
+
+
+def test_a_cut_episode_ends_truncated_at_the_budget():
+    env = make_vec_env("CartPole-v1", 4, {}, fast=False)
+    policy = MLPPolicy(env.single_observation_space, env.single_action_space, 8)
+    traj = run_episodes(env, policy, [1, 2, 3, 4], torch.Generator().manual_seed(0), budget=23)
+    env.close()
+    assert traj.env_steps == 23
+    assert traj.mask.sum(dim=1).tolist() == [6, 6, 6, 5]  # 5 whole vector steps, then the first 3 of the 4 envs
+    last = traj.mask.sum(dim=1).long() - 1
+    rows = torch.arange(4)
+    assert (traj.ends[rows, last] == 1).all() and (traj.terminated[rows, last] == 0).all()
+    assert traj.episode_returns == []  # nothing finished: cut episodes are not reported as returns
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 4. TextGen's return is the gold reward
+
+
+def test_textgen_final_return_is_the_final_gold_reward():
+    cfg = algo_for("ppo", ENV_ID).replace(n_envs=4)
+    result = train(cfg, ENV_ID, {}, seed=0, total_steps=300, eval_episodes=1, eval_points=2)
+    final = result.evals[-1]
+    assert result.summary["final_return"] == final["eval/gold_mean"] == final["eval/return_mean"]
+    assert final["eval/proxy_mean"] != final["eval/gold_mean"]  # the proxy keeps its own column
+    paid = [row["rollout/ep_rew_mean"] for row in result.metrics]
+    assert paid == pytest.approx([row["textgen/proxy_reward"] for row in result.metrics])  # training logs what is paid
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 5. Compute over the whole run
+
+
+def test_total_flops_are_the_sum_of_every_updates_count():
+    result = train(small("critic"), "CartPole-v1", {}, 0, 800, eval_episodes=1, eval_points=1)
+    per_update = [row["train/flops"] for row in result.metrics]
+    assert len(set(per_update)) > 1  # episodic batches differ in size, so their counts differ
+    assert result.summary["flops_total"] == sum(per_update)
+    assert result.summary["flops_per_update"] == sum(per_update) / len(per_update)
+    assert result.summary["flops_per_env_step"] == sum(per_update) / result.summary["env_steps"]
+
+
+@pytest.mark.parametrize("name", ["critic", "grpo"])
+def test_cached_and_predicted_counts_equal_fresh_counts(name):
+    def counts(fresh_every_update: bool) -> list[float]:
+        cfg = small(name)
+        torch.manual_seed(0)
+        task = make_task("CartPole-v1", {}, cfg, seed=0, eval_episodes=1)
+        trainer = Trainer(cfg, task, seed=0)
+        out = []
+        for _ in range(7):
+            if fresh_every_update:
+                trainer.flops = FlopMeter(predict=False)
+            out.append(trainer.update(task.collector.collect(task.policy, trainer.action_rng), 0.0)["train/flops"])
+        task.collector.close()
+        assert trainer.flops.fresh < 3 * 7 or fresh_every_update  # the meter did reuse counts
+        return out
+
+    assert counts(fresh_every_update=False) == counts(fresh_every_update=True)
+
+
+def test_saved_bytes_of_a_linear_layer_are_its_input():
+    layer = torch.nn.Linear(5, 3)
+    x = torch.randn(7, 5)
+    with SavedBytes(list(layer.parameters())) as saved:
+        layer(x).sum()
+    assert saved.bytes == 7 * 5 * 4  # addmm saves its input for the weight gradient; the weight is excluded
+
+
+def test_update_memory_is_parameters_reference_optimizer_state_and_activations():
+    for name, has_reference in (("critic", False), ("grpo", True)):
+        s = train(small(name), "CartPole-v1", {}, 0, 400, eval_episodes=1, eval_points=1).summary
+        params = s["params_policy"] + s["params_critic"]
+        assert s["param_bytes"] == 4 * params
+        assert s["reference_bytes"] == (4 * s["params_policy"] if has_reference else 0)
+        tensors = 6 + (6 if s["params_critic"] else 0)  # weight + bias of three layers per network
+        assert s["optimizer_state_bytes"] == 2 * 4 * params + 4 * tensors  # Adam: two moments + a step count
+        assert s["activation_peak_bytes"] > 0
+        parts = ("param_bytes", "reference_bytes", "optimizer_state_bytes", "activation_peak_bytes")
+        assert s["update_memory_bytes"] == sum(s[k] for k in parts)
