@@ -80,6 +80,8 @@ class FlopMeter:
         self.predict = predict
         self.counts: dict[tuple, dict[int, int]] = {}
         self.affine: dict[tuple, bool] = {}
+        self.calls = 0
+        """Calls measured."""
         self.fresh = 0
         """Calls counted with the flop counter."""
         self.count_s = 0.0
@@ -88,6 +90,7 @@ class FlopMeter:
     def measure(self, site: str, shape: tuple, fn: Callable[[], T]) -> tuple[T, int]:
         """(fn(), its FLOPs) for a call at `site` whose tensor shapes are determined by `shape`."""
         rows, key = shape[0], (site, *shape[1:])
+        self.calls += 1
         known = self.counts.setdefault(key, {})
         flops = known.get(rows, self._on_line(key, rows))
         if flops is not None:

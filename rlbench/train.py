@@ -6,6 +6,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -159,17 +160,24 @@ class Trainer:
         self.optimizer.step()
         return norms[0], norms[1]
 
-    def fit_critic(self, units: dict[str, Tensor]) -> tuple[float, int]:
+    def fit_critic(self, units: dict[str, Tensor]) -> tuple[float, int, int]:
         """cfg.value_epochs critic-only passes; policy gradients stay None, so Adam leaves the policy alone.
-        Returns the last value loss and the largest saved-activation bytes of a pass's steps."""
-        loss, peak = torch.zeros(()), 0
+        Returns the last value loss, the largest saved-activation bytes of a step and the FLOPs of all steps."""
+        loss, peak, flops = torch.zeros(()), 0, 0
         for _ in range(self.cfg.value_epochs):
             for mb in split(units, self.cfg.minibatches, self.minibatch_rng):
-                with SavedBytes(self.params) as saved:
-                    loss = self.cfg.vf_coef * losses.value_loss(self.critic.value(mb), mb["targets"], mb["mask"])
-                peak = max(peak, saved.bytes)
-                self.step(loss)
-        return float(loss.detach()), peak
+                (loss, saved), counted = self.flops.measure(
+                    "critic_step", _unit_shape(mb), partial(self._critic_step, mb)
+                )
+                peak, flops = max(peak, saved), flops + counted
+        return float(loss.detach()), peak, flops
+
+    def _critic_step(self, mb: dict[str, Tensor]) -> tuple[Tensor, int]:
+        """One optimizer step on the value loss of `mb`; returns the loss and its saved-activation bytes."""
+        with SavedBytes(self.params) as saved:
+            loss = self.cfg.vf_coef * losses.value_loss(self.critic.value(mb), mb["targets"], mb["mask"])
+        self.step(loss)
+        return loss, saved.bytes
 
     def update(self, traj: Trajectories, progress: float) -> dict[str, float]:
         """One update from one batch of trajectories; returns its train/* metrics.
@@ -190,11 +198,12 @@ class Trainer:
         flops += counted
         row.update(self._batch_stats(units))
         row.update(measure_gradient_noise(cfg, self.policy, units, self.noise_rng))
-        terms, counted = self.flops.measure("optimize", _unit_shape(units), lambda: self.optimize(units))
+        terms, counted = self.optimize(units)
+        flops += counted
         row.update(terms)
         row.update(self._update_size(units))
         row["train/lr"] = self.optimizer.param_groups[0]["lr"]
-        row["train/flops"] = float(flops + counted)
+        row["train/flops"] = float(flops)
         return row
 
     def _old_logp(self, units: dict[str, Tensor]) -> None:
@@ -212,43 +221,49 @@ class Trainer:
             row["train/explained_variance"] = explained_variance(units["values"][valid], units["targets"][valid])
         return row
 
-    def optimize(self, units: dict[str, Tensor]) -> dict[str, float]:
-        """cfg.epochs × cfg.minibatches optimizer steps on the loss, then the critic fit; returns the loss
-        terms averaged over steps and train/activation_bytes (the largest saved-activation bytes of a step)."""
-        cfg, policy, critic = self.cfg, self.policy, self.critic
+    def optimize(self, units: dict[str, Tensor]) -> tuple[dict[str, float], int]:
+        """cfg.epochs × cfg.minibatches optimizer steps on the loss, then the critic fit. Returns the loss terms
+        averaged over steps with train/activation_bytes (the largest saved-activation bytes of a step), and the
+        FLOPs of every step."""
         sums: dict[str, float] = {}
-        steps, peak = 0, 0
-        for _ in range(cfg.epochs):
-            for mb in split(units, cfg.minibatches, self.minibatch_rng):
-                with SavedBytes(self.params) as saved:
-                    logp, entropy = policy.evaluate(mb)
-                    m = mb["mask"]
-                    policy_loss = policy_objective(cfg, logp, mb)
-                    kl_ref = losses.masked_mean(losses.k3(logp, mb["ref_logp"]), m)
-                    ent = losses.masked_mean(entropy, m)
-                    loss = policy_loss - cfg.ent_coef * ent + cfg.kl_coef * kl_ref
-                    terms = {"train/policy_loss": policy_loss, "train/entropy": ent, "train/kl_ref": kl_ref}
-                    if critic is not None:
-                        terms["train/value_loss"] = losses.value_loss(critic.value(mb), mb["targets"], m)
-                        loss = loss + cfg.vf_coef * terms["train/value_loss"]
-                peak = max(peak, saved.bytes)
-                if not torch.isfinite(loss):
-                    raise RunFault("diverged", f"loss became {loss.item()}")
-                grad_norm, critic_grad_norm = self.step(loss)
-                terms["train/loss"], terms["train/grad_norm"] = loss, grad_norm
-                if critic is not None:
-                    terms["train/critic_grad_norm"] = critic_grad_norm
+        steps, peak, flops = 0, 0, 0
+        for _ in range(self.cfg.epochs):
+            for mb in split(units, self.cfg.minibatches, self.minibatch_rng):
+                (terms, saved), counted = self.flops.measure("step", _unit_shape(mb), partial(self._minibatch_step, mb))
                 for key, value in terms.items():
-                    sums[key] = sums.get(key, 0.0) + float(value.detach())
-                steps += 1
+                    sums[key] = sums.get(key, 0.0) + value
+                steps, peak, flops = steps + 1, max(peak, saved), flops + counted
         row = {key: value / steps for key, value in sums.items()}
-        if critic is not None and cfg.value_epochs:
-            row["train/value_loss_fit"], fit_peak = self.fit_critic(units)
-            peak = max(peak, fit_peak)
-        if not (_all_finite(policy) and (critic is None or _all_finite(critic))):
+        if self.critic is not None and self.cfg.value_epochs:
+            row["train/value_loss_fit"], fit_peak, fit_flops = self.fit_critic(units)
+            peak, flops = max(peak, fit_peak), flops + fit_flops
+        if not (_all_finite(self.policy) and (self.critic is None or _all_finite(self.critic))):
             raise RunFault("diverged", "parameters became non-finite")
         row["train/activation_bytes"] = float(peak)
-        return row
+        return row, flops
+
+    def _minibatch_step(self, mb: dict[str, Tensor]) -> tuple[dict[str, float], int]:
+        """One optimizer step on the algorithm's loss on `mb`: policy loss − ent_coef·entropy + kl_coef·KL to
+        the reference (+ vf_coef·value loss). Returns the loss terms and the step's saved-activation bytes."""
+        cfg, critic = self.cfg, self.critic
+        m = mb["mask"]
+        with SavedBytes(self.params) as saved:
+            logp, entropy = self.policy.evaluate(mb)
+            policy_loss = policy_objective(cfg, logp, mb)
+            kl_ref = losses.masked_mean(losses.k3(logp, mb["ref_logp"]), m)
+            ent = losses.masked_mean(entropy, m)
+            loss = policy_loss - cfg.ent_coef * ent + cfg.kl_coef * kl_ref
+            terms = {"train/policy_loss": policy_loss, "train/entropy": ent, "train/kl_ref": kl_ref}
+            if critic is not None:
+                terms["train/value_loss"] = losses.value_loss(critic.value(mb), mb["targets"], m)
+                loss = loss + cfg.vf_coef * terms["train/value_loss"]
+        if not torch.isfinite(loss):
+            raise RunFault("diverged", f"loss became {loss.item()}")
+        grad_norm, critic_grad_norm = self.step(loss)
+        terms["train/loss"], terms["train/grad_norm"] = loss, grad_norm
+        if critic is not None:
+            terms["train/critic_grad_norm"] = critic_grad_norm
+        return {key: float(value.detach()) for key, value in terms.items()}, saved.bytes
 
     def _update_size(self, units: dict[str, Tensor]) -> dict[str, float]:
         """KL(π_old‖π_new) (k3) over the batch and the share of samples whose ratio left [1 − ε, 1 + ε]."""
