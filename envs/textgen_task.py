@@ -80,6 +80,7 @@ class TextGenCollector:
         prompts = np.repeat(sample_prompts(self.rng, self.prompts_per_update, self.cfg), self.repeat, axis=0)
         gen = policy.generate(torch.as_tensor(prompts), self.cfg.max_new_tokens, generator)
         generated = time.perf_counter()
+        tokens_per_s = float(gen.mask.sum()) / (generated - start)
         rows = self.rows_within(gen.lengths, budget)
         if rows == 0:
             return None
@@ -88,7 +89,7 @@ class TextGenCollector:
         paid = torch.as_tensor(proxy if self.cfg.reward == "proxy" else gold, dtype=torch.float32)
         last = torch.nn.functional.one_hot(gen.lengths - 1, gen.mask.shape[1]).float()
         extra = {f"textgen/{k}": v for k, v in summary.items()}
-        extra["time/tokens_per_s"] = float(gen.mask.sum()) / (generated - start)
+        extra["time/tokens_per_s"] = tokens_per_s
         return Trajectories(
             inputs={"prompt": torch.as_tensor(prompts), "act": gen.act},
             rewards=last * paid[:, None],
