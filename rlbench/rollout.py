@@ -7,7 +7,8 @@ final observation, which is exactly what V(s_{t+1}) of the last real step needs 
 Budgets: a collector given `budget` records at most that many valid steps. The vector step that reaches it
 counts only its first sub-envs (in index order) up to the budget, collection stops there, and every episode
 still running ends at its last counted step as truncated (`ends` set, `terminated` not): a critic bootstraps
-from the next stored observation, exactly as at a time limit. Transitions past the budget are never trained on.
+from the next stored observation, exactly as at a time limit; the group advantage, having no critic, scores a
+cut episode by its partial return (only in a run's last batch). Transitions past the budget are never trained on.
 """
 
 from __future__ import annotations
