@@ -76,8 +76,15 @@ class Test:
     """`all` or `textgen` (only TextGen has gold reward)."""
 
     @property
+    def effect_kind(self) -> str:
+        return {"poi": "P(A > B)", "ratio": f"ratio of {self.statistic}s", "diff": f"difference of {self.statistic}s"}[
+            self.kind
+        ]
+
+    @property
     def name(self) -> str:
-        return f"{self.label}: {self.column_a} vs {self.column_b}"
+        """Unique within TESTS: label, effect and the two columns."""
+        return f"{self.label}, {self.effect_kind}: {self.column_a} vs {self.column_b}"
 
 
 def _c5_tests(g: int) -> tuple[Test, ...]:
@@ -181,10 +188,6 @@ def _values(runs: pd.DataFrame, env: str, column: str, metric: str, keep_inf: bo
     return v[~np.isnan(v)] if keep_inf else v[np.isfinite(v)]
 
 
-def _effect_kind(t: Test) -> str:
-    return {"poi": "P(A > B)", "ratio": f"ratio of {t.statistic}s", "diff": f"difference of {t.statistic}s"}[t.kind]
-
-
 def _test_rows(t: Test, runs: pd.DataFrame, configs: dict, envs: list[str], seed: int, reps: int) -> list[dict]:
     """Per-env rows and the combined row of one test (effects, intervals, p-values; verdicts come later)."""
     keep_inf = t.kind == "poi" or t.statistic == "median"
@@ -198,7 +201,7 @@ def _test_rows(t: Test, runs: pd.DataFrame, configs: dict, envs: list[str], seed
         "column_b": t.column_b,
         "factor": ", ".join(t.factor),
         "metric": t.metric,
-        "effect_kind": _effect_kind(t),
+        "effect_kind": t.effect_kind,
         "no_effect": null,
         "claimed": (">" if t.direction > 0 else "<") + f" {null:g}",
     }
@@ -328,6 +331,8 @@ def evaluate(
 ) -> pd.DataFrame:
     """All tests on per-run measurements (reports.tables.per_run) → one row per (test, env) and per test
     'combined', columns ROW_COLUMNS. configs: (env, column) → resolved AlgoConfig as a dict. Pure and seeded."""
+    if len({t.name for t in tests}) < len(tests):
+        raise ValueError("two tests share a name (label, effect and columns); rows are keyed by it")
     all_envs = sorted(runs.env.unique()) if len(runs) else []
     rows = []
     for i, t in enumerate(tests):

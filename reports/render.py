@@ -52,8 +52,10 @@ def fmt(x, digits: int = 3) -> str:
         v = float(x)
     except (TypeError, ValueError):
         return str(x)
-    if not np.isfinite(v):
+    if np.isnan(v):
         return "—"
+    if np.isinf(v):
+        return "∞" if v > 0 else "−∞"
     if abs(v) >= 1e6:
         for unit, scale in (("G", 1e9), ("M", 1e6)):
             if abs(v) >= scale:
@@ -67,12 +69,13 @@ def fmt(x, digits: int = 3) -> str:
     return f"{v:.{digits}g}"
 
 
-def ci(point, low, high) -> str:
-    if not np.isfinite(float(point)):
+def ci(point, low, high, digits: int = 3) -> str:
+    """'point [low, high]' with `digits` significant digits below 100; '(no CI)' without finite bounds."""
+    if np.isnan(float(point)):
         return "—"
     if not (np.isfinite(float(low)) and np.isfinite(float(high))):
-        return f"{fmt(point)} (no CI)"
-    return f"{fmt(point)} [{fmt(low)}, {fmt(high)}]"
+        return f"{fmt(point, digits)} (no CI)"
+    return f"{fmt(point, digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
 
 
 @dataclass
@@ -446,12 +449,13 @@ def _display_claim_rows(t: pd.DataFrame) -> pd.DataFrame:
             "test": t.test,
             "env": t.env,
             "differs in": t.differs_in.fillna("").replace("", "—"),
-            "effect": t.effect_kind,
-            "measured [95% CI]": [ci(*v) for v in zip(t.effect, t.ci_low, t.ci_high)],
+            "measured [95% CI]": [ci(*v, digits=2) for v in zip(t.effect, t.ci_low, t.ci_high)],
             "claimed": t.claimed,
             "p (Holm)": [
-                "" if not np.isfinite(p) else f"{fmt(p, 2)}" + (f" ({fmt(h, 2)})" if np.isfinite(h) else "")
-                for p, h in zip(t.p_value, t.p_holm)
+                f"{fmt(p, 2)}" + (f" ({fmt(h, 2)})" if np.isfinite(h) else "")
+                if role == C.PRIMARY and np.isfinite(p)
+                else ""
+                for role, p, h in zip(t.role, t.p_value, t.p_holm)
             ],
             "n": [
                 f"{a} vs {b}" + (f" (∞: {ia} vs {ib})" if ia or ib else "")
@@ -509,18 +513,22 @@ def body_sections(r: Results, stems: dict[str, dict[str, str]], S_: dict[str, Se
         "relative variance = E‖g_k − ḡ‖² / ‖ḡ‖² (lower = less noise); noise scale = Σ tr(Σ) / Σ |G|² over the "
         "run, McCandlish et al.'s (2018) unbiased estimate from the minibatch and full-batch gradients, which does "
         "not depend on batch size, so it compares algorithms whose batches differ. Per run: relative variance as "
-        "a median over updates, cosine as a mean."
+        "a median over updates, cosine as a mean. A run whose Σ |G|² ≤ 0 (the mean gradient is lost in the noise) "
+        "has an infinite noise scale: it is kept and counted, and the table shows the median over runs."
     )
     S_["variance"].table(
         _display_cells(
             r.variance,
             {
                 "grad_rel_var_iqm": "grad rel. variance",
-                "grad_noise_scale_iqm": "grad noise scale",
                 "grad_cosine_iqm": "grad cosine",
                 "adv_std_iqm": "advantage std",
             },
-            {"final_return_seed_std": "across-seed std of final return"},
+            {
+                "grad_noise_scale_median": "grad noise scale (median)",
+                "grad_noise_scale_n_inf": "runs with Σ|G|² ≤ 0 (∞)",
+                "final_return_seed_std": "across-seed std of final return",
+            },
         )
     )
     for env, stem in stems["variance"].items():
@@ -658,8 +666,15 @@ def write_tables(r: Results, tabs: Path) -> None:
     for name, df in r.tables.items():
         if name != "reward_hacking_points":
             T.write_csv(df, tabs / f"{name}.csv")
-    claims = T.round_sig(r.claims).astype(object).where(r.claims.notna(), None)
-    (tabs / "claims.json").write_text(json.dumps(claims.to_dict("records"), indent=1, ensure_ascii=False) + "\n")
+    records = [{k: _json_value(v) for k, v in row.items()} for row in T.round_sig(r.claims).to_dict("records")]
+    (tabs / "claims.json").write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n")
+
+
+def _json_value(v: object) -> object:
+    """A table cell as strict JSON: NaN → null, ±inf → "inf" / "-inf", numpy scalars → Python numbers."""
+    if isinstance(v, (float, np.floating)):
+        return None if np.isnan(v) else ("inf" if v > 0 else "-inf") if np.isinf(v) else float(v)
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def render_report(out: Path, seed: int = 0) -> Path:

@@ -291,7 +291,18 @@ def variance_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:
     )
     std = runs.groupby(["env", "algo"])["final_return"].std() if not runs.empty else pd.Series(dtype=float)
     t["final_return_seed_std"] = [std.get((e, a), np.nan) for e, a in zip(t.env, t.algo)]
+    noise = [_cell_values(runs, e, a, "grad_noise_scale") for e, a in zip(t.env, t.algo)]
+    t["grad_noise_scale_median"] = [float(np.median(v)) if v.size else np.nan for v in noise]
+    t["grad_noise_scale_n_inf"] = [int(np.isinf(v).sum()) for v in noise]
     return t
+
+
+def _cell_values(runs: pd.DataFrame, env: str, algo: str, col: str) -> np.ndarray:
+    """A cell's non-NaN per-run values of `col` (±inf kept)."""
+    if runs.empty or col not in runs:
+        return np.array([])
+    v = runs[(runs.env == env) & (runs.algo == algo)][col].to_numpy(dtype=float)
+    return v[~np.isnan(v)]
 
 
 def stability_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:

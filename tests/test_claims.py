@@ -4,6 +4,7 @@ infinitely noisy runs ranked rather than dropped, and a smoke sweep of the defau
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import numpy as np
@@ -119,6 +120,17 @@ def test_the_default_matrix_has_every_column_the_claims_compare() -> None:
     assert C.serves("grpo") == ["C5"] and C.serves("pg") == ["C1", "C2"] and C.serves("rloo") == []
 
 
+def test_rlbench_list_shows_the_claims_each_preset_serves() -> None:
+    from typer.testing import CliRunner
+
+    from rlbench.cli import app
+
+    result = CliRunner().invoke(app, ["list"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 3}
+    assert "C1, C2" in rows["pg"] and "C5" in rows["grpo_critic"] and "C3" in rows["ppo_noclip"]
+
+
 def test_interval_ends_are_stable_across_bootstrap_seeds_at_reps() -> None:
     """Measured: at C.REPS the interval ends of an n = 5 vs 5 IQM ratio move by < 6% of the interval's width
     across bootstrap seeds (2,000 resamples: ~13%), so 2 printed significant digits hold."""
@@ -141,9 +153,11 @@ def smoke_claims(tmp_path_factory) -> pd.DataFrame:
     groups = ",".join(map(str, CONTROL_GROUP_SIZES))
     args = ["--preset", "smoke", "--algos", "all", "--seeds", "1", "--group-sizes", groups, "--jobs", "2"]
     subprocess.run(["rlbench", "run", *args, "--out", str(out), "--no-report"], check=True, capture_output=True)
-    report = render_report(out)
-    assert (report / "tables" / "claims.json").is_file()
-    return pd.read_csv(report / "tables" / "claims.csv", keep_default_na=False)
+    tables = render_report(out) / "tables"
+    table = pd.read_csv(tables / "claims.csv", keep_default_na=False)
+    records = json.loads((tables / "claims.json").read_text(), parse_constant=lambda c: pytest.fail(f"JSON has {c}"))
+    assert [(r["test"], r["env"]) for r in records] == list(zip(table.test, table.env))
+    return table
 
 
 def test_smoke_sweep_has_a_primary_row_per_env_and_combined_naming_the_factor(smoke_claims: pd.DataFrame) -> None:
