@@ -188,12 +188,10 @@ def _values(runs: pd.DataFrame, env: str, column: str, metric: str, keep_inf: bo
     return v[~np.isnan(v)] if keep_inf else v[np.isfinite(v)]
 
 
-def _test_rows(t: Test, runs: pd.DataFrame, configs: dict, envs: list[str], seed: int, reps: int) -> list[dict]:
-    """Per-env rows and the combined row of one test (effects, intervals, p-values; verdicts come later)."""
-    keep_inf = t.kind == "poi" or t.statistic == "median"
-    need = 3 if t.statistic == "std" else 2
+def _base(t: Test) -> dict:
+    """The columns every row of a test shares."""
     null = S.EFFECT_NULL[t.kind]
-    base = {
+    return {
         "claim": t.claim,
         "test": t.name,
         "role": t.role,
@@ -205,61 +203,67 @@ def _test_rows(t: Test, runs: pd.DataFrame, configs: dict, envs: list[str], seed
         "no_effect": null,
         "claimed": (">" if t.direction > 0 else "<") + f" {null:g}",
     }
-    measured = t.metric in runs and runs[runs.algo.isin([t.column_a, t.column_b])][t.metric].notna().any()
-    note = "" if measured else f"not measured: no {t.metric} in the runs of either column"
-    note_col = f"{t.metric}_note"
-    if measured and note_col in runs:
-        notes = runs[runs.algo.isin([t.column_a, t.column_b])][note_col].dropna()
-        note = "; ".join(sorted({str(n) for n in notes if n}))
-    rows, pairs, dists, pooled_envs = [], [], [], []
+
+
+def _note(t: Test, runs: pd.DataFrame) -> tuple[bool, str]:
+    """(whether either column has a value of the metric, the runs' `<metric>_note`s or why it is unmeasured)."""
+    mine = runs[runs.algo.isin([t.column_a, t.column_b])] if "algo" in runs else runs
+    if t.metric not in mine or not mine[t.metric].notna().any():
+        return False, f"not measured: no {t.metric} in the runs of either column"
+    notes = mine[f"{t.metric}_note"].dropna() if f"{t.metric}_note" in mine else []
+    return True, "; ".join(sorted({str(n) for n in notes if n}))
+
+
+def _env_row(t: Test, a: np.ndarray, b: np.ndarray, dist: np.ndarray) -> dict:
+    """Effect, interval, p-value and run counts of one env (dist: its bootstrap distribution, or empty)."""
+    low, high = S.percentile_interval(dist)
+    return {
+        "effect": float(S.effect(a, b, t.kind, t.statistic)) if a.size and b.size else np.nan,
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": S.bootstrap_p(dist, S.EFFECT_NULL[t.kind]),
+        "n_a": a.size,
+        "n_b": b.size,
+        "n_inf_a": int(np.isinf(a).sum()),
+        "n_inf_b": int(np.isinf(b).sum()),
+    }
+
+
+def _combined_row(t: Test, env_rows: list[dict], pooled: list[int], dists: list[np.ndarray]) -> dict:
+    """The pooled effect over the envs with a bootstrap distribution (indices `pooled` into env_rows)."""
+    combined = S.pool(np.stack(dists, axis=-1), t.kind) if dists else np.array([])
+    low, high = S.percentile_interval(combined)
+    points = np.array([env_rows[i]["effect"] for i in pooled])
+    return {
+        "env": COMBINED,
+        "differs_in": ", ".join(dict.fromkeys(r["differs_in"] for r in env_rows if r["differs_in"])),
+        "effect": float(S.pool(points, t.kind)) if points.size else np.nan,
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": S.bootstrap_p(combined, S.EFFECT_NULL[t.kind]),
+        **{k: sum(r[k] for r in env_rows) for k in ("n_a", "n_b", "n_inf_a", "n_inf_b")},
+    }
+
+
+def _test_rows(t: Test, runs: pd.DataFrame, configs: dict, envs: list[str], seed: int, reps: int) -> list[dict]:
+    """Per-env rows and the combined row of one test (effects, intervals, p-values; verdicts come later).
+    An env enters the pooled effect when each side has 2 finite runs (3 for a std)."""
+    keep_inf = t.kind == "poi" or t.statistic == "median"
+    need = 3 if t.statistic == "std" else 2
+    measured, note = _note(t, runs)
+    base = _base(t) | {"_measured": measured}
+    rows, pooled, dists = [], [], []
     for i, env in enumerate(envs):
         a, b = (_values(runs, env, c, t.metric, keep_inf) for c in (t.column_a, t.column_b))
-        point = float(S.effect(a, b, t.kind, t.statistic)) if a.size and b.size else np.nan
         dist = np.array([])
         if min(a.size, b.size) >= need:
             dist = S.env_bootstrap([(a, b)], t.kind, t.statistic, reps, seed * 1000 + i)[:, 0]
-            pairs.append((a, b))
+            pooled.append(i)
             dists.append(dist)
-            pooled_envs.append(env)
-        low, high = S.percentile_interval(dist)
-        rows.append(
-            base
-            | {
-                "env": env,
-                "differs_in": differs_in(configs.get((env, t.column_a)), configs.get((env, t.column_b))),
-                "effect": point,
-                "ci_low": low,
-                "ci_high": high,
-                "p_value": S.bootstrap_p(dist, null),
-                "n_a": a.size,
-                "n_b": b.size,
-                "n_inf_a": int(np.isinf(a).sum()),
-                "n_inf_b": int(np.isinf(b).sum()),
-                "note": note,
-                "_measured": measured,
-            }
-        )
-    combined = S.pool(np.stack(dists, axis=-1), t.kind) if dists else np.array([])
-    low, high = S.percentile_interval(combined)
-    points = np.array([r["effect"] for r in rows if r["env"] in pooled_envs])
-    rows.append(
-        base
-        | {
-            "env": COMBINED,
-            "differs_in": ", ".join(dict.fromkeys(r["differs_in"] for r in rows if r["differs_in"])),
-            "effect": float(S.pool(points, t.kind)) if points.size else np.nan,
-            "ci_low": low,
-            "ci_high": high,
-            "p_value": S.bootstrap_p(combined, null),
-            "n_a": sum(r["n_a"] for r in rows),
-            "n_b": sum(r["n_b"] for r in rows),
-            "n_inf_a": sum(r["n_inf_a"] for r in rows),
-            "n_inf_b": sum(r["n_inf_b"] for r in rows),
-            "note": note or ("" if pooled_envs else f"no env has {need} finished runs per side"),
-            "_measured": measured,
-        }
-    )
-    return rows
+        cfgs = configs.get((env, t.column_a)), configs.get((env, t.column_b))
+        rows.append(base | {"env": env, "differs_in": differs_in(*cfgs), "note": note} | _env_row(t, a, b, dist))
+    combined_note = note or ("" if pooled else f"no env has {need} finished runs per side")
+    return rows + [base | {"note": combined_note} | _combined_row(t, rows, pooled, dists)]
 
 
 def interval_verdict(low: float, high: float, null: float, direction: int) -> str:
@@ -282,8 +286,8 @@ def env_verdict(row: dict, direction: int) -> str:
 
 def combined_verdict(env_rows: list[dict], p_holm: float, effect: float, null: float, direction: int) -> str:
     """A primary test over envs: SMALL_N if any env has fewer than MIN_RUNS runs a side; supported
-    (contradicted) if the Holm-adjusted p < ALPHA, the pooled effect lies on the claimed (other) side, and every
-    env's estimate lies on that same side; otherwise inconclusive. So envs of opposite sign never support."""
+    (contradicted) if the Holm-adjusted p < ALPHA, the pooled effect lies on the claimed (other) side, and no
+    env's estimate lies on the opposite side; otherwise inconclusive. So envs of opposite sign never support."""
     if not env_rows:
         return INCONCLUSIVE
     if any(min(r["n_a"], r["n_b"]) < MIN_RUNS for r in env_rows):
@@ -291,7 +295,7 @@ def combined_verdict(env_rows: list[dict], p_holm: float, effect: float, null: f
     if not (np.isfinite(p_holm) and p_holm < ALPHA and np.isfinite(effect)):
         return INCONCLUSIVE
     side = np.sign(effect - null)
-    if any(np.sign(r["effect"] - null) != side for r in env_rows):
+    if any(np.sign(r["effect"] - null) == -side for r in env_rows):
         return INCONCLUSIVE
     return SUPPORTED if side == np.sign(direction) else CONTRADICTED
 

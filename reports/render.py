@@ -480,8 +480,8 @@ def claims_section(r: Results, s: Section) -> None:
         f"contradicted when the interval excludes no effect; **{C.SMALL_N}** with fewer than {C.MIN_RUNS} finished "
         "runs on either side). Combined: per-env effects pooled (geometric mean of ratios, mean of differences and "
         "probabilities) with an env-stratified bootstrap; its p-value is Holm–Bonferroni corrected across the "
-        f"report's primary tests (α = {C.ALPHA}), and it is supported only if every env's estimate lies on the "
-        "claimed side. **context** rows carry no verdict.\n\n"
+        f"report's primary tests (α = {C.ALPHA}), and it is supported only if the pooled effect lies on the "
+        "claimed side and no env's estimate on the other. **context** rows carry no verdict.\n\n"
         f"Gradient noise scale: {n_inf} finished run(s) had Σ|G|² ≤ 0 (noise swamps the mean gradient); they count "
         "as infinitely noisy (∞ in the n column), which is why noise tests are rank-based (P(A > B))."
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,14 @@ def test_consistent_envs_support_and_reversed_contradict() -> None:
     assert table.loc[(RATIO.name, ENV_A)].verdict == C.SUPPORTED
     swapped = {(env, {"a": "b", "b": "a"}[col]): v for (env, col), v in cells.items()}
     assert evaluate(runs_of(swapped), RATIO).loc[(RATIO.name, C.COMBINED)].verdict == C.CONTRADICTED
+
+
+def test_an_env_with_no_effect_does_not_block_the_others() -> None:
+    diff = C.Test("CX", C.PRIMARY, "a", "b", "x", "x", "diff", -1, ("clip",), "mean")
+    cells = {(ENV_A, "a"): [0.0] * 6, (ENV_A, "b"): [0.0] * 6}  # e.g. no drawdown on either side
+    cells |= {(ENV_B, "a"): spread(0.1, 6), (ENV_B, "b"): spread(0.5, 6)}
+    row = evaluate(runs_of(cells), diff).loc[(diff.name, C.COMBINED)]
+    assert row.verdict == C.SUPPORTED and row.envs_support == ENV_B and row.envs_inconclusive == ENV_A
 
 
 def test_a_cell_with_4_runs_is_inconclusive_n_below_5() -> None:
@@ -152,7 +161,8 @@ def smoke_claims(tmp_path_factory) -> pd.DataFrame:
     out = tmp_path_factory.mktemp("claims") / "smoke"
     groups = ",".join(map(str, CONTROL_GROUP_SIZES))
     args = ["--preset", "smoke", "--algos", "all", "--seeds", "1", "--group-sizes", groups, "--jobs", "2"]
-    subprocess.run(["rlbench", "run", *args, "--out", str(out), "--no-report"], check=True, capture_output=True)
+    cli = [sys.executable, "-m", "rlbench.cli", "run", *args, "--out", str(out), "--no-report"]
+    subprocess.run(cli, check=True, capture_output=True)  # this interpreter's rlbench, not one on PATH
     tables = render_report(out) / "tables"
     table = pd.read_csv(tables / "claims.csv", keep_default_na=False)
     records = json.loads((tables / "claims.json").read_text(), parse_constant=lambda c: pytest.fail(f"JSON has {c}"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,9 @@ def smoke(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sweep") / "smoke"
     subprocess.run(
         [
-            "rlbench",
+            sys.executable,
+            "-m",
+            "rlbench.cli",
             "run",
             "--preset",
             "smoke",
