@@ -214,11 +214,16 @@ def _note(t: Test, runs: pd.DataFrame) -> tuple[bool, str]:
     return True, "; ".join(sorted({str(n) for n in notes if n}))
 
 
+def _least(t: Test) -> int:
+    """Runs a side needs for a point estimate: 2 for a std, else 1."""
+    return 2 if t.statistic == "std" else 1
+
+
 def _env_row(t: Test, a: np.ndarray, b: np.ndarray, dist: np.ndarray) -> dict:
     """Effect, interval, p-value and run counts of one env (dist: its bootstrap distribution, or empty)."""
     low, high = S.percentile_interval(dist)
     return {
-        "effect": float(S.effect(a, b, t.kind, t.statistic)) if a.size and b.size else np.nan,
+        "effect": float(S.effect(a, b, t.kind, t.statistic)) if min(a.size, b.size) >= _least(t) else np.nan,
         "ci_low": low,
         "ci_high": high,
         "p_value": S.bootstrap_p(dist, S.EFFECT_NULL[t.kind]),
