@@ -11,7 +11,9 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from rlbench.algos.advantages import centred
 from rlbench.matrix import CONTROL_GROUP_SIZES, DEFAULT_ENVS, EnvRequest, build_cells
 from rlbench.reports import claims as C
 from rlbench.reports import stats as S
@@ -118,6 +120,19 @@ def test_differs_in_names_exactly_the_claim_factor_on_every_default_env() -> Non
                 t.name,
                 env,
             )
+
+
+def test_centred_returns_subtract_the_batch_mean_of_valid_steps() -> None:
+    returns = torch.tensor([[3.0, 1.0, 9.0], [2.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # valid: 3, 1, 2 → mean 2
+    assert torch.equal(centred(returns, mask), torch.tensor([[1.0, -1.0, 0.0], [0.0, 0.0, 0.0]]))
+
+
+def test_a_control_takes_the_settings_of_the_preset_it_ablates() -> None:
+    cells = build_cells(["grpo", "grpo_critic"], None, "smoke", [0], None, [4], [("grpo.lr", 3e-4)])
+    assert {(c.env_id, c.algo.lr) for c in cells} == {(env, 3e-4) for env in DEFAULT_ENVS}
+    textgen = {c.algo.name: c.algo.kl_coef for c in cells if "TextGen" in c.env_id}
+    assert textgen == {"grpo-g4": 1.0, "grpo_critic-g4": 1.0}  # TextGen's grpo β reaches the control too
 
 
 def test_the_default_matrix_has_every_column_the_claims_compare() -> None:
