@@ -421,7 +421,7 @@ def draw_figures(r: Results, figs: Path) -> dict[str, dict[str, str]]:
     return stems
 
 
-def overview_section(r: Results, s: Section) -> None:
+def _overview_section(r: Results, s: Section) -> None:
     sweep, done = r.sweep, r.sweep.done
     n_cells = len(sweep.envs) * len(sweep.algos) * len(sweep.seeds)
     s.text(
@@ -470,7 +470,7 @@ def _display_claim_rows(t: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def claims_section(r: Results, s: Section) -> None:
+def _claims_section(r: Results, s: Section) -> None:
     table, verdicts = r.claims, C.claim_verdicts(r.claims)
     n_inf = int(np.isinf(r.runs["grad_noise_scale"]).sum()) if "grad_noise_scale" in r.runs else 0
     s.text(
@@ -491,8 +491,8 @@ def claims_section(r: Results, s: Section) -> None:
         s.table(_display_claim_rows(rows))
 
 
-def body_sections(r: Results, stems: dict[str, dict[str, str]], S_: dict[str, Section]) -> None:
-    """Returns, curves, variance, stability, compute, group, hacking, aggregates, failures and methods."""
+def _returns_section(r: Results, S_: dict[str, Section]) -> None:
+    """Final returns and learning curves."""
     S_["returns"].text(
         "Final return = mean evaluation return after training (fixed evaluation seeds). AUC = area "
         "under the evaluation curve divided by its env-step range (the curve's average height). IQM "
@@ -507,6 +507,9 @@ def body_sections(r: Results, stems: dict[str, dict[str, str]], S_: dict[str, Se
         "of every run's budget; IQM over seeds with its 95% bootstrap band.",
     )
 
+
+def _variance_section(r: Results, S_: dict[str, Section], stems: dict[str, dict[str, str]]) -> None:
+    """Gradient noise per cell and its figures."""
     S_["variance"].text(
         "Gradient noise: policy-loss gradients of K disjoint minibatches of the same batch before "
         "the update's first optimizer step. Cosine = mean pairwise cosine (higher = less noise); "
@@ -536,6 +539,9 @@ def body_sections(r: Results, stems: dict[str, dict[str, str]], S_: dict[str, Se
             stem, f"{env}: gradient cosine and relative variance over training; final return per seed (box: quartiles)."
         )
 
+
+def _stability_section(r: Results, S_: dict[str, Section], stems: dict[str, dict[str, str]]) -> None:
+    """Update size and stability per cell and its figures."""
     S_["stability"].text(
         "Approx KL(π_old‖π_new) (k3), clip fraction, entropy and KL to the frozen reference: "
         "per-run means over updates. Drawdown = largest drop from the running best of the "
@@ -560,6 +566,9 @@ def body_sections(r: Results, stems: dict[str, dict[str, str]], S_: dict[str, Se
     for env, stem in stems["stability"].items():
         S_["stability"].figure(stem, f"{env}: per-update stability metrics and per-algorithm drawdown / collapse.")
 
+
+def _compute_section(r: Results, S_: dict[str, Section], stems: dict[str, dict[str, str]]) -> None:
+    """Runtime, FLOPs, parameters and memory per cell."""
     S_["compute"].text(
         "Runtime table in the style of openrlbenchmark: means over finished seeds. FLOPs per update "
         "from PyTorch's flop counter; peak memory = peak resident set size of the worker process."
@@ -572,6 +581,9 @@ def body_sections(r: Results, stems: dict[str, dict[str, str]], S_: dict[str, Se
             "time with the Pareto front.",
         )
 
+
+def _group_section(r: Results, S_: dict[str, Section]) -> None:
+    """GRPO by group size."""
     gs = S_["group"]
     if r.group_size.empty or r.group_size.group_size.notna().sum() == 0:
         gs.text("No GRPO (group-advantage) runs in this sweep.")
@@ -582,6 +594,9 @@ def body_sections(r: Results, stems: dict[str, dict[str, str]], S_: dict[str, Se
         "GRPO group size G against final return, gradient noise, env steps per update and wall time; dashed line: ppo.",
     )
 
+
+def _hacking_section(r: Results, S_: dict[str, Section]) -> None:
+    """Proxy vs gold reward on TextGen."""
     hs = S_["hacking"]
     hack = r.reward_hacking
     if hack.empty:
@@ -595,6 +610,9 @@ def body_sections(r: Results, stems: dict[str, dict[str, str]], S_: dict[str, Se
         hs.table(hack.assign(**{c: hack[c].map(fmt) for c in hack.columns if c not in ("env", "algo", "n")}))
     hs.figure("reward_hacking", "Proxy and gold reward vs env steps, and gold gain vs d = √KL with the RL-form fit.")
 
+
+def _aggregates_section(r: Results, S_: dict[str, Section]) -> None:
+    """Normalized aggregates across envs (rliable)."""
     ag = S_["aggregates"]
     norm, agg, poi = r.normalization, r.aggregates, r.probability_of_improvement
     if len(norm):
@@ -632,12 +650,18 @@ def body_sections(r: Results, stems: dict[str, dict[str, str]], S_: dict[str, Se
     ag.figure("improvement", "Probability that the first algorithm beats the second on a random run of a random env.")
     ag.figure("profiles", "Performance profiles: fraction of runs above each normalized score, 95% band.")
 
+
+def _failures_section(r: Results, S_: dict[str, Section]) -> None:
+    """Runs that are not ok and cells without a finished run."""
     fs, failed, missing = S_["failures"], r.failed_runs, r.missing_cells
     fs.table(failed.assign(seed=failed.seed.astype(str)), "Runs that are not ok (status and reason)")
     fs.table(
         missing.assign(seed=missing.seed.astype(str)), "Cells of the env × algorithm × seed grid without a finished run"
     )
 
+
+def _methods_section(r: Results, S_: dict[str, Section]) -> None:
+    """Statistics and their caveats."""
     S_["methods"].text(
         "Statistics after Agarwal et al. (2021): interquartile mean (IQM) across seeds, percentile intervals of a "
         f"stratified bootstrap ({T.REPS} resamples, seeded), probability of improvement (Mann–Whitney), "
@@ -655,9 +679,17 @@ def body_sections(r: Results, stems: dict[str, dict[str, str]], S_: dict[str, Se
 def build_sections(r: Results, stems: dict[str, dict[str, str]]) -> list[Section]:
     """The report's sections, in SECTIONS order."""
     S_ = {a: Section(a, t) for a, t in SECTIONS}
-    overview_section(r, S_["overview"])
-    claims_section(r, S_["claims"])
-    body_sections(r, stems, S_)
+    _overview_section(r, S_["overview"])
+    _claims_section(r, S_["claims"])
+    _returns_section(r, S_)
+    _variance_section(r, S_, stems)
+    _stability_section(r, S_, stems)
+    _compute_section(r, S_, stems)
+    _group_section(r, S_)
+    _hacking_section(r, S_)
+    _aggregates_section(r, S_)
+    _failures_section(r, S_)
+    _methods_section(r, S_)
     return [S_[a] for a, _ in SECTIONS]
 
 
