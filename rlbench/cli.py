@@ -17,10 +17,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rlbench import store
-from rlbench.algos import DESCRIPTIONS, LADDER, PRESETS, order_key
+from rlbench.algos import DESCRIPTIONS, PRESETS, order_key
 from rlbench.executor import LocalExecutor, Outcome, RayExecutor, check_contract_isolated
 from rlbench.matrix import (
     BUILTIN_ENVS,
+    DEFAULT_ALGOS,
     DEFAULT_GROUP_SIZES,
     PRESETS_BY_NAME,
     Cell,
@@ -62,7 +63,7 @@ def matrix_fingerprint(cells: list[Cell]) -> str:
 @app.command()
 def run(
     algos: Annotated[
-        Optional[str], typer.Option(help="Comma-separated algorithm names, or 'all' (the ladder) [default: all].")
+        Optional[str], typer.Option(help="Comma-separated algorithm names, or 'all' (+ controls) [default: all].")
     ] = None,
     envs: Annotated[
         Optional[str], typer.Option(help="Comma-separated env ids, 'classic' or 'all' [default: the preset's].")
@@ -424,14 +425,17 @@ def check_env_cmd(
 
 @app.command("list")
 def list_() -> None:
-    """Show algorithms, built-in envs and presets with their budgets."""
+    """Show algorithms (which claims' primary tests use them), built-in envs and presets with their budgets."""
+    from rlbench.reports.claims import serves
+
     algos = Table(title="algorithms")
-    for col in ("name", "in all", "advantage", "policy loss", "critic", "KL β", "collect", "description"):
+    for col in ("name", "in all", "claims", "advantage", "policy loss", "critic", "KL β", "collect", "description"):
         algos.add_column(col)
     for name, cfg in PRESETS.items():
         algos.add_row(
             name,
-            "yes" if name in LADDER else "",
+            "yes" if name in DEFAULT_ALGOS else "",
+            ", ".join(serves(name)),
             cfg.advantage,
             cfg.policy_loss,
             "yes" if cfg.uses_critic else "no",

@@ -59,6 +59,9 @@ def estimate_advantages(
         out["values"] = values
     if cfg.advantage == "return":
         out["adv"] = out["targets"] = adv_fns.discounted_returns(traj.rewards, traj.ends, cfg.gamma)
+    elif cfg.advantage == "centred":
+        out["targets"] = adv_fns.discounted_returns(traj.rewards, traj.ends, cfg.gamma)
+        out["adv"] = adv_fns.centred(out["targets"], traj.mask)
     elif cfg.advantage == "baseline":
         bootstrap = next_values * (1.0 - traj.terminated)
         out["targets"] = adv_fns.discounted_returns(traj.rewards, traj.ends, cfg.gamma, bootstrap)
