@@ -13,6 +13,7 @@ cut episode by its partial return (only in a run's last batch). Transitions past
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 
@@ -22,6 +23,8 @@ import torch
 from torch import Tensor
 
 from rlbench.algos.config import AlgoConfig
+from rlbench.envs.classic_vector import VECTOR_ENTRY_POINTS as BATCHED_CLASSIC
+from rlbench.envs.classic_vector import BatchedClassicEnv
 from rlbench.policies import MLPPolicy, encode_obs
 from rlbench.rng import np_stream
 
@@ -94,9 +97,18 @@ def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
     return gym.spec(name)
 
 
+PER_ENV_SEEDED = (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv, BatchedClassicEnv)
+"""Vector envs whose `reset(seed=[s_0, …])` seeds sub-env i exactly like a scalar env reset with s_i."""
+
+
 def make_vec_env(env_id: str, num_envs: int, env_kwargs: dict, fast: bool) -> gym.vector.VectorEnv:
-    """A NEXT_STEP-autoreset vector env; `fast` uses the env's own vector implementation when it has one."""
+    """A NEXT_STEP-autoreset vector env. Acrobot, MountainCar and Pendulum always get rlbench's batched
+    implementations (the same transitions as Gymnasium's scalar envs, per-sub-env seeding); otherwise `fast` uses
+    the env's own vector implementation when it has one (CartPole's, whose sub-envs share one generator)."""
     spec = env_spec(env_id)
+    if spec.id in BATCHED_CLASSIC:
+        batched = dataclasses.replace(spec, vector_entry_point=BATCHED_CLASSIC[spec.id])
+        return gym.make_vec(batched, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
     mode = "vector_entry_point" if fast and spec.vector_entry_point is not None else "sync"
     return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, **env_kwargs)
 
@@ -232,7 +244,7 @@ class GymCollector:
         self.space = self.env.single_observation_space
         if cfg.collect == "steps":
             seeds = self.seed_rng.integers(0, 2**30, size=cfg.streams).tolist()
-            per_env = isinstance(self.env, (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv))
+            per_env = isinstance(self.env, PER_ENV_SEEDED)
             raw, _ = self.env.reset(seed=seeds if per_env else seeds[0])
             self.obs = encode_obs(self.space, raw)
             self.after_done = np.zeros(cfg.streams, dtype=bool)
