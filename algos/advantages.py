@@ -20,6 +20,15 @@ def discounted_returns(rewards: Tensor, ends: Tensor, gamma: float, bootstrap: T
     return out
 
 
+def centred(returns: Tensor, mask: Tensor) -> Tensor:
+    """Returns minus their batch mean over valid steps, G_t − mean_{valid} G (a constant baseline).
+
+    returns, mask: [N, T] (mask 0/1). Returns [N, T]; padded steps get 0.
+    """
+    mean = (returns * mask).sum() / mask.sum().clamp(min=1.0)
+    return (returns - mean) * mask
+
+
 def gae(
     rewards: Tensor,
     values: Tensor,

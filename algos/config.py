@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_type_hints
 
-Advantage = Literal["return", "baseline", "gae", "group"]
+Advantage = Literal["return", "centred", "baseline", "gae", "group"]
 PolicyLoss = Literal["pg", "clip"]
 Collect = Literal["steps", "episodes"]
 ScaleRewards = Literal["group", "none"]
@@ -26,7 +26,8 @@ class AlgoConfig:
     name: str
     """Preset name shown in the matrix (e.g. `ppo`, `grpo-g4`)."""
     advantage: Advantage = "gae"
-    """`return`: discounted return-to-go; `baseline`: return-to-go − V(s); `gae`: GAE(γ, λ); `group`: group z-score."""
+    """`return`: discounted return-to-go; `centred`: return-to-go − its batch mean; `baseline`: return-to-go − V(s);
+    `gae`: GAE(γ, λ); `group`: group z-score."""
     policy_loss: PolicyLoss = "clip"
     """`pg`: −logπ(a|s)·A; `clip`: PPO's clipped surrogate (Schulman et al. 2017)."""
     collect: Collect = "steps"

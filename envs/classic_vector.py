@@ -106,7 +106,7 @@ def _per_env_seeds(seed: int | list[int | None] | None, num_envs: int) -> list[i
     return seeds
 
 
-class _BatchedClassicEnv(VectorEnv):
+class BatchedClassicEnv(VectorEnv):
     """Per-sub-env seeding, NEXT_STEP autoreset and the time limit; subclasses supply the dynamics.
 
     State is kept component-major, shape (state_dim, num_envs), float64.
@@ -199,7 +199,7 @@ class _BatchedClassicEnv(VectorEnv):
         return acts.astype(np.int64, copy=False)
 
 
-class AcrobotVectorEnv(_BatchedClassicEnv):
+class AcrobotVectorEnv(BatchedClassicEnv):
     """Acrobot-v1 for `num_envs` sub-envs at once; mirrors `gymnasium.envs.classic_control.acrobot.AcrobotEnv`.
 
     Two links hang from a fixed pivot; torque on the joint between them must swing the free end above a line.
@@ -311,7 +311,7 @@ class AcrobotVectorEnv(_BatchedClassicEnv):
         return self._observe(state.astype(np.float32))
 
 
-class MountainCarVectorEnv(_BatchedClassicEnv):
+class MountainCarVectorEnv(BatchedClassicEnv):
     """MountainCar-v0 for `num_envs` sub-envs at once; mirrors `gymnasium.envs.classic_control.mountain_car`.
 
     A car in a valley between two hills, too weak to drive straight up, must rock back and forth to reach the
@@ -371,7 +371,7 @@ class MountainCarVectorEnv(_BatchedClassicEnv):
         return _rows_to_obs(list(state))
 
 
-class PendulumVectorEnv(_BatchedClassicEnv):
+class PendulumVectorEnv(BatchedClassicEnv):
     """Pendulum-v1 for `num_envs` sub-envs at once; mirrors `gymnasium.envs.classic_control.pendulum.PendulumEnv`.
 
     Swing a frictionless pendulum up and hold it upright. θ̇ += (3g/(2l)·sin θ + 3/(ml²)·u)·dt, clipped to ±8;

@@ -35,7 +35,7 @@ def benchmark(
     gen_s, update_s, tokens = [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        traj = task.collector.collect(task.policy, trainer.generator)
+        traj = task.collector.collect(task.policy, trainer.action_rng)
         t1 = time.perf_counter()
         trainer.update(traj, progress=0.0)
         t2 = time.perf_counter()

@@ -19,6 +19,7 @@ from torch import Tensor
 from rlbench.algos.config import AlgoConfig
 from rlbench.envs.textgen import TextGenConfig, batch_rewards, eval_prompts, sample_prompts
 from rlbench.envs.textgen_lm import Generation, TokenLM, ValueModel, load_or_train_sft
+from rlbench.rng import np_stream
 from rlbench.rollout import Trajectories
 from rlbench.task import Task
 
@@ -58,25 +59,37 @@ def sequence_metrics(
 
 
 class TextGenCollector:
-    """Samples one update's completions with the current policy in one batched forward per token."""
+    """Samples one update's completions with the current policy in one batched forward per token.
+
+    Episode returns (hence `rollout/ep_rew_mean`) are the reward the learner is paid: the proxy, or gold in the
+    control condition. The evaluation return is always gold (make_evaluator).
+    """
 
     def __init__(self, cfg: TextGenConfig, algo: AlgoConfig, seed: int, reference: TokenLM) -> None:
         self.cfg, self.reference = cfg, reference
-        self.rng = np.random.default_rng([seed, 3])
+        self.rng = np_stream(seed, "prompts")
         grouped = algo.advantage == "group"
         self.repeat = algo.group_size if grouped else 1
         self.prompts_per_update = algo.n_envs if grouped else algo.n_envs * SEQS_PER_PROMPT
 
-    def collect(self, policy: TokenLM, generator: torch.Generator) -> Trajectories:
+    def collect(self, policy: TokenLM, generator: torch.Generator, budget: int | None = None) -> Trajectories | None:
+        """One update's completions; with `budget`, only the leading whole groups (whole completions for a
+        non-group algorithm) whose tokens fit in it are kept, or None when none fits. A completion's reward
+        arrives at its last token, so a cut one would carry no outcome; rows past the budget are discarded."""
         start = time.perf_counter()
         prompts = np.repeat(sample_prompts(self.rng, self.prompts_per_update, self.cfg), self.repeat, axis=0)
         gen = policy.generate(torch.as_tensor(prompts), self.cfg.max_new_tokens, generator)
         generated = time.perf_counter()
+        tokens_per_s = float(gen.mask.sum()) / (generated - start)
+        rows = self.rows_within(gen.lengths, budget)
+        if rows == 0:
+            return None
+        prompts, gen = prompts[:rows], Generation(gen.act[:rows], gen.mask[:rows], gen.logp_all[:rows])
         proxy, gold, summary = sequence_metrics(prompts, gen, self.reference, self.cfg)
         paid = torch.as_tensor(proxy if self.cfg.reward == "proxy" else gold, dtype=torch.float32)
         last = torch.nn.functional.one_hot(gen.lengths - 1, gen.mask.shape[1]).float()
         extra = {f"textgen/{k}": v for k, v in summary.items()}
-        extra["time/tokens_per_s"] = float(gen.mask.sum()) / (generated - start)
+        extra["time/tokens_per_s"] = tokens_per_s
         return Trajectories(
             inputs={"prompt": torch.as_tensor(prompts), "act": gen.act},
             rewards=last * paid[:, None],
@@ -90,6 +103,13 @@ class TextGenCollector:
             extra=extra,
         )
 
+    def rows_within(self, lengths: Tensor, budget: int | None) -> int:
+        """How many leading rows form whole groups (of `repeat` rows) whose tokens total at most `budget`."""
+        if budget is None:
+            return len(lengths)
+        group_tokens = lengths.reshape(-1, self.repeat).sum(dim=1).cumsum(dim=0)
+        return int((group_tokens <= budget).sum()) * self.repeat
+
     def close(self) -> None:
         """Nothing to release: the collector holds no environment processes."""
 
@@ -97,24 +117,26 @@ class TextGenCollector:
 def make_evaluator(cfg: TextGenConfig, reference: TokenLM):
     """evaluate(policy) → eval/* metrics of sampled completions on the held-out prompts.
 
-    eval/return_* is the reward the learner is paid (proxy, or gold in the control condition); eval/ref_*
-    are the reference (SFT) model's scores on the same prompts and draws, for comparison.
+    eval/return_* is the gold reward (the task's true score, whatever the learner is paid), so final returns,
+    curves and AUC rank algorithms by what they achieve, not by how far they hacked the proxy; the proxy and
+    the gap keep their own columns. eval/ref_* are the reference (SFT) model's scores on the same prompts and
+    draws, for comparison.
     """
     prompts = eval_prompts(cfg)
 
     def score(model: TokenLM) -> tuple[np.ndarray, dict[str, float]]:
         generator = torch.Generator().manual_seed(EVAL_SEED)
         gen = model.generate(torch.as_tensor(prompts), cfg.max_new_tokens, generator)
-        proxy, gold, summary = sequence_metrics(prompts, gen, reference, cfg)
-        return (proxy if cfg.reward == "proxy" else gold), summary
+        _, gold, summary = sequence_metrics(prompts, gen, reference, cfg)
+        return gold, summary
 
     _, ref = score(reference)
 
     def evaluate(policy: TokenLM) -> dict[str, float]:
-        paid, summary = score(policy)
+        gold, summary = score(policy)
         return {
-            "eval/return_mean": float(paid.mean()),
-            "eval/return_std": float(paid.std()),
+            "eval/return_mean": float(gold.mean()),
+            "eval/return_std": float(gold.std()),
             "eval/proxy_mean": summary["proxy_reward"],
             "eval/gold_mean": summary["gold_reward"],
             "eval/gap": summary["gap"],

@@ -1,46 +1,278 @@
-"""The five claims of DESIGN.md §1, each measured on the sweep with a 95% bootstrap interval and a verdict.
+"""The five claims of DESIGN.md §1 as data: a table of tests, each two matrix columns, a per-run metric and a
+claimed direction, evaluated by one function into one row per (test, env) plus one combined row per test.
 
-A claim is made of one or more *tests* (the parts the claim asserts) plus *context* rows (shown, not voted).
-A test is supported when its interval excludes "no effect" in the claimed direction, contradicted when it
-excludes it in the opposite direction, else inconclusive. A claim is supported when every test is,
-contradicted when any test is, and otherwise inconclusive. Missing data make a test inconclusive, with the
-reason. Intervals resample runs with replacement within each env (and group size), seeded.
+Per env the effect is a ratio or difference of a statistic of the two columns' runs, or the probability of
+improvement P(A > B) for rank-based metrics, with a 95% percentile interval of a two-sample bootstrap. The
+combined effect pools the per-env effects (geometric mean of ratios, mean otherwise) under an env-stratified
+bootstrap. A primary test's combined verdict is Holm–Bonferroni corrected across the report's primary tests and
+needs ≥ 5 finished runs per side in every env and every env's estimate on the same side of "no effect".
+Context tests show estimates and intervals only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from rlbench.matrix import CONTROL_GROUP_SIZES
 from rlbench.reports import stats as S
 from rlbench.reports.data import is_textgen
 
-REPS = 2000
+REPS = 20_000
+"""Bootstrap resamples per test: interval ends repeat to the printed 2 significant digits across bootstrap seeds
+(tests/test_claims.py measures it)."""
+ALPHA = 0.05
+"""Family-wise error rate of the primary tests (Holm–Bonferroni)."""
+MIN_RUNS = 5
+"""Finished runs each side needs in an env before a verdict there."""
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+SMALL_N = f"inconclusive (n < {MIN_RUNS})"
+VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, SMALL_N)
+PRIMARY, CONTEXT, COMBINED = "primary", "context", "combined"
 
 
-def _iqm_batch(b: np.ndarray) -> np.ndarray:
-    """IQM of each row of [reps, n] -> [reps]."""
-    return np.asarray(S.iqm(b[..., None]))
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    statement: str
 
 
-def _mean_batch(b: np.ndarray) -> np.ndarray:
-    return b.mean(axis=-1)
+CLAIMS = (
+    Claim("C1", 'Raw ("absolute") rewards give high-variance gradient estimates.'),
+    Claim("C2", "A learned critic baseline lowers that variance without biasing the gradient."),
+    Claim("C3", "PPO's clip keeps each update small and training stable."),
+    Claim("C4", "A KL penalty to a frozen reference model limits reward hacking."),
+    Claim(
+        "C5",
+        "GRPO drops the critic (less memory and compute per update) and gets its baseline from a group of G "
+        "samples; larger G lowers variance but costs more samples.",
+    ),
+)
 
 
-def _std_batch(b: np.ndarray) -> np.ndarray:
-    return b.std(axis=-1, ddof=1)
+@dataclass(frozen=True)
+class Test:
+    """One comparison of column_a against column_b on a per-run metric (a column of reports.tables.per_run)."""
+
+    claim: str
+    role: str
+    """`primary` (pre-registered, votes) or `context` (shown, no verdict)."""
+    column_a: str
+    column_b: str
+    metric: str
+    label: str
+    kind: str
+    """`ratio`, `diff` or `poi` (P(A > B) + ½·P(A = B), rank-based)."""
+    direction: int
+    """+1 if the claim predicts effect > no effect, −1 if <."""
+    factor: tuple[str, ...] = ()
+    """AlgoConfig fields the two columns must differ in, and only in (primary tests)."""
+    statistic: str = "IQM"
+    """Per-side statistic of a ratio or diff: IQM, mean, median or std."""
+    envs: str = "all"
+    """`all` or `textgen` (only TextGen has gold reward)."""
+
+    @property
+    def effect_kind(self) -> str:
+        return {"poi": "P(A > B)", "ratio": f"ratio of {self.statistic}s", "diff": f"difference of {self.statistic}s"}[
+            self.kind
+        ]
+
+    @property
+    def name(self) -> str:
+        """Unique within TESTS: label, effect and the two columns."""
+        return f"{self.label}, {self.effect_kind}: {self.column_a} vs {self.column_b}"
 
 
-STATISTICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"IQM": _iqm_batch, "mean": _mean_batch, "std": _std_batch}
+def _c5_tests(g: int) -> tuple[Test, ...]:
+    grpo, control = f"grpo-g{g}", f"grpo_critic-g{g}"
+    return (
+        Test("C5", PRIMARY, grpo, control, "flops_per_env_step", "FLOPs per env step", "ratio", -1, ("advantage",)),
+        Test("C5", PRIMARY, grpo, control, "update_memory_bytes", "update memory", "ratio", -1, ("advantage",)),
+        Test("C5", CONTEXT, grpo, control, "peak_rss_mb", "peak resident memory", "ratio", -1),
+        Test("C5", CONTEXT, grpo, control, "wall_time_s", "wall time", "ratio", -1),
+        Test("C5", CONTEXT, grpo, control, "auc", "return per env step (AUC)", "diff", +1),
+    )
 
 
-def verdict(low: float, high: float, null: float, direction: int) -> str:
-    """supported / contradicted / inconclusive for a claimed direction (+1: effect > null, −1: effect < null)."""
+NOISE = ("grad_noise_scale", "gradient noise scale")
+G_LOW, G_HIGH = CONTROL_GROUP_SIZES
+
+TESTS: tuple[Test, ...] = (
+    Test("C1", PRIMARY, "pg", "pg_centred", *NOISE, "poi", +1, ("advantage",)),
+    Test("C1", CONTEXT, "pg", "pg_centred", *NOISE, "ratio", +1, statistic="median"),
+    Test("C1", CONTEXT, "pg", "pg_centred", "grad_cosine", "gradient cosine", "diff", -1),
+    Test("C1", CONTEXT, "pg", "pg_centred", "final_return", "final return", "diff", -1),
+    Test("C2", PRIMARY, "critic", "pg", *NOISE, "poi", -1, ("advantage", "value_epochs")),
+    Test("C2", CONTEXT, "critic", "pg", *NOISE, "ratio", -1, statistic="median"),
+    Test("C2", CONTEXT, "critic", "pg_centred", *NOISE, "poi", -1),
+    Test("C2", CONTEXT, "critic", "pg", "final_return", "final return", "diff", +1),
+    Test("C2", CONTEXT, "critic", "pg", "auc", "area under the return curve", "diff", +1),
+    Test("C3", PRIMARY, "ppo", "ppo_noclip", "approx_kl", "approx KL per update", "ratio", -1, ("clip",)),
+    Test("C3", PRIMARY, "ppo", "ppo_noclip", "drawdown", "max drawdown (score range)", "diff", -1, ("clip",), "mean"),
+    Test("C3", CONTEXT, "ppo", "ppo_noclip", "collapsed", "collapse rate", "diff", -1, statistic="mean"),
+    Test("C3", CONTEXT, "ppo", "ppo_noclip", "final_return", "across-seed std of final return", "ratio", -1, (), "std"),
+    Test("C3", CONTEXT, "ppo", "ppo_noclip", "final_return", "final return", "diff", +1),
+    Test("C3", CONTEXT, "ppo", "critic", "approx_kl", "approx KL per update", "ratio", -1),
+    Test("C4", PRIMARY, "ppo_kl", "ppo", "gold", "gold reward", "diff", +1, ("kl_coef",), envs="textgen"),
+    Test("C4", CONTEXT, "ppo_kl", "ppo", "gap", "proxy − gold gap", "diff", -1, envs="textgen"),
+    Test("C4", CONTEXT, "ppo_kl", "ppo", "kl_to_ref", "KL to reference", "ratio", -1, envs="textgen"),
+    *_c5_tests(G_LOW),
+    *_c5_tests(G_HIGH),
+    Test("C5", PRIMARY, f"grpo-g{G_HIGH}", f"grpo-g{G_LOW}", *NOISE, "poi", -1, ("group_size",)),
+    Test(
+        "C5", CONTEXT, f"grpo-g{G_HIGH}", f"grpo-g{G_LOW}", "env_steps_per_update", "env steps per update", "ratio", +1
+    ),
+)
+"""The pre-registered tests. The direction states the claim: e.g. C1 predicts P(noise of pg > noise of
+pg_centred) > ½. C2's factor is the learned baseline: the `baseline` advantage and the critic's fit
+(`value_epochs`); C5's noise test is the G trend (one doubling of G)."""
+
+
+def claim_columns(claim_id: str | None = None) -> list[str]:
+    """Matrix columns the primary tests of one claim (or of all claims) compare, in table order."""
+    tests = [t for t in TESTS if t.role == PRIMARY and claim_id in (None, t.claim)]
+    return list(dict.fromkeys(c for t in tests for c in (t.column_a, t.column_b)))
+
+
+def serves(preset: str) -> list[str]:
+    """Claims whose primary tests use a column of this preset (`grpo` serves through `grpo-gG`)."""
+    return [c.id for c in CLAIMS if preset in {col.rsplit("-g", 1)[0] for col in claim_columns(c.id)}]
+
+
+ROW_COLUMNS = [
+    "claim",
+    "test",
+    "role",
+    "env",
+    "column_a",
+    "column_b",
+    "differs_in",
+    "factor",
+    "metric",
+    "effect_kind",
+    "effect",
+    "ci_low",
+    "ci_high",
+    "no_effect",
+    "claimed",
+    "p_value",
+    "p_holm",
+    "n_a",
+    "n_b",
+    "n_inf_a",
+    "n_inf_b",
+    "verdict",
+    "envs_support",
+    "envs_contradict",
+    "envs_inconclusive",
+    "note",
+]
+
+
+def differs_in(a: dict | None, b: dict | None) -> str:
+    """AlgoConfig fields (other than the name) whose values differ between two resolved configs, sorted and
+    comma-separated; '' when a config is missing."""
+    if not a or not b:
+        return ""
+    return ", ".join(sorted(k for k in set(a) | set(b) if k != "name" and a.get(k) != b.get(k)))
+
+
+def _values(runs: pd.DataFrame, env: str, column: str, metric: str, keep_inf: bool) -> np.ndarray:
+    if metric not in runs:
+        return np.array([])
+    v = runs[(runs.env == env) & (runs.algo == column)][metric].to_numpy(dtype=float)
+    return v[~np.isnan(v)] if keep_inf else v[np.isfinite(v)]
+
+
+def _base(t: Test) -> dict:
+    """The columns every row of a test shares."""
+    null = S.EFFECT_NULL[t.kind]
+    return {
+        "claim": t.claim,
+        "test": t.name,
+        "role": t.role,
+        "column_a": t.column_a,
+        "column_b": t.column_b,
+        "factor": ", ".join(t.factor),
+        "metric": t.metric,
+        "effect_kind": t.effect_kind,
+        "no_effect": null,
+        "claimed": (">" if t.direction > 0 else "<") + f" {null:g}",
+    }
+
+
+def _note(t: Test, runs: pd.DataFrame) -> tuple[bool, str]:
+    """(whether either column has a value of the metric, the runs' `<metric>_note`s or why it is unmeasured)."""
+    mine = runs[runs.algo.isin([t.column_a, t.column_b])] if "algo" in runs else runs
+    if t.metric not in mine or not mine[t.metric].notna().any():
+        return False, f"not measured: no {t.metric} in the runs of either column"
+    notes = mine[f"{t.metric}_note"].dropna() if f"{t.metric}_note" in mine else []
+    return True, "; ".join(sorted({str(n) for n in notes if n}))
+
+
+def _least(t: Test) -> int:
+    """Runs a side needs for a point estimate: 2 for a std, else 1."""
+    return 2 if t.statistic == "std" else 1
+
+
+def _env_row(t: Test, a: np.ndarray, b: np.ndarray, dist: np.ndarray) -> dict:
+    """Effect, interval, p-value and run counts of one env (dist: its bootstrap distribution, or empty)."""
+    low, high = S.percentile_interval(dist)
+    return {
+        "effect": float(S.effect(a, b, t.kind, t.statistic)) if min(a.size, b.size) >= _least(t) else np.nan,
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": S.bootstrap_p(dist, S.EFFECT_NULL[t.kind]),
+        "n_a": a.size,
+        "n_b": b.size,
+        "n_inf_a": int(np.isinf(a).sum()),
+        "n_inf_b": int(np.isinf(b).sum()),
+    }
+
+
+def _combined_row(t: Test, env_rows: list[dict], pooled: list[int], dists: list[np.ndarray]) -> dict:
+    """The pooled effect over the envs with a bootstrap distribution (indices `pooled` into env_rows)."""
+    combined = S.pool(np.stack(dists, axis=-1), t.kind) if dists else np.array([])
+    low, high = S.percentile_interval(combined)
+    points = np.array([env_rows[i]["effect"] for i in pooled])
+    return {
+        "env": COMBINED,
+        "differs_in": ", ".join(dict.fromkeys(r["differs_in"] for r in env_rows if r["differs_in"])),
+        "effect": float(S.pool(points, t.kind)) if points.size else np.nan,
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": S.bootstrap_p(combined, S.EFFECT_NULL[t.kind]),
+        **{k: sum(r[k] for r in env_rows) for k in ("n_a", "n_b", "n_inf_a", "n_inf_b")},
+    }
+
+
+def _test_rows(t: Test, runs: pd.DataFrame, configs: dict, envs: list[str], seed: int, reps: int) -> list[dict]:
+    """Per-env rows and the combined row of one test (effects, intervals, p-values; verdicts come later).
+    An env enters the pooled effect when each side has 2 finite runs (3 for a std)."""
+    keep_inf = t.kind == "poi" or t.statistic == "median"
+    need = 3 if t.statistic == "std" else 2
+    measured, note = _note(t, runs)
+    base = _base(t) | {"_measured": measured}
+    rows, pooled, dists = [], [], []
+    for i, env in enumerate(envs):
+        a, b = (_values(runs, env, c, t.metric, keep_inf) for c in (t.column_a, t.column_b))
+        dist = np.array([])
+        if min(a.size, b.size) >= need:
+            dist = S.env_bootstrap([(a, b)], t.kind, t.statistic, reps, seed * 1000 + i)[:, 0]
+            pooled.append(i)
+            dists.append(dist)
+        cfgs = configs.get((env, t.column_a)), configs.get((env, t.column_b))
+        rows.append(base | {"env": env, "differs_in": differs_in(*cfgs), "note": note} | _env_row(t, a, b, dist))
+    combined_note = note or ("" if pooled else f"no env has {need} finished runs per side")
+    return rows + [base | {"note": combined_note} | _combined_row(t, rows, pooled, dists)]
+
+
+def interval_verdict(low: float, high: float, null: float, direction: int) -> str:
+    """supported / contradicted / inconclusive: the interval excludes `null` on the claimed side / the other."""
     if not (np.isfinite(low) and np.isfinite(high)):
         return INCONCLUSIVE
     if (direction > 0 and low > null) or (direction < 0 and high < null):
@@ -50,377 +282,85 @@ def verdict(low: float, high: float, null: float, direction: int) -> str:
     return INCONCLUSIVE
 
 
-def _resample(rng: np.random.Generator, strata: list[np.ndarray], reps: int) -> list[np.ndarray]:
-    """Resample each stratum's values with replacement: -> one [reps, n_stratum] array per stratum."""
-    return [s[rng.integers(0, s.size, size=(reps, s.size))] for s in strata]
+def env_verdict(row: dict, direction: int) -> str:
+    """A primary test in one env: SMALL_N under MIN_RUNS runs a side, else its 95% interval's verdict."""
+    if min(row["n_a"], row["n_b"]) < MIN_RUNS:
+        return SMALL_N
+    return interval_verdict(row["ci_low"], row["ci_high"], row["no_effect"], direction)
 
 
-def _apply(statistic: str, strata: list[np.ndarray]) -> np.ndarray:
-    """The statistic of [..., n] samples per stratum: pooled over strata, except `std`, which is the mean of the
-    within-stratum stds (pooling envs would measure how different the envs are, not the seeds)."""
-    if statistic == "std":
-        return np.mean([_std_batch(s) for s in strata], axis=0)
-    return STATISTICS[statistic](np.concatenate(strata, axis=-1))
+def combined_verdict(env_rows: list[dict], p_holm: float, effect: float, null: float, direction: int) -> str:
+    """A primary test over envs: SMALL_N if any env has fewer than MIN_RUNS runs a side; supported
+    (contradicted) if the Holm-adjusted p < ALPHA, the pooled effect lies on the claimed (other) side, and no
+    env's estimate lies on the opposite side; otherwise inconclusive. So envs of opposite sign never support."""
+    if not env_rows:
+        return INCONCLUSIVE
+    if any(min(r["n_a"], r["n_b"]) < MIN_RUNS for r in env_rows):
+        return SMALL_N
+    if not (np.isfinite(p_holm) and p_holm < ALPHA and np.isfinite(effect)):
+        return INCONCLUSIVE
+    side = np.sign(effect - null)
+    if any(np.sign(r["effect"] - null) == -side for r in env_rows):
+        return INCONCLUSIVE
+    return SUPPORTED if side == np.sign(direction) else CONTRADICTED
 
 
-def two_group_effect(
-    x: list[np.ndarray],
-    y: list[np.ndarray],
-    kind: str = "ratio",
-    statistic: str = "IQM",
-    reps: int = REPS,
-    seed: int = 0,
-) -> S.Interval:
-    """stat(X) / stat(Y) (kind="ratio") or stat(X) − stat(Y) ("diff") with a stratified bootstrap interval.
-
-    x, y: one array of per-run values per stratum (env); strata may differ in size. Runs are resampled
-    within each stratum, X and Y independently. NaN bounds when either group has fewer than 2 runs. `std` is
-    the mean over strata of the within-stratum std (strata with fewer than 2 runs are left out).
-    """
-    xs, ys = [np.asarray(a, float) for a in x if len(a)], [np.asarray(a, float) for a in y if len(a)]
-    if statistic == "std":  # a std needs 2 values in every stratum
-        xs, ys = [a for a in xs if a.size >= 2], [a for a in ys if a.size >= 2]
-    nx, ny = sum(a.size for a in xs), sum(a.size for a in ys)
-    if nx == 0 or ny == 0:
-        return S.Interval(np.nan, np.nan, np.nan)
-
-    def combine(a, b):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return a / b if kind == "ratio" else a - b
-
-    point = float(combine(_apply(statistic, [a[None] for a in xs])[0], _apply(statistic, [a[None] for a in ys])[0]))
-    if min(nx, ny) < 2 or (statistic == "std" and min(nx, ny) < 3):
-        return S.Interval(point, np.nan, np.nan)
-    rng = np.random.default_rng(seed)
-    dist = combine(_apply(statistic, _resample(rng, xs, reps)), _apply(statistic, _resample(rng, ys, reps)))
-    if not np.isfinite(dist).all():
-        return S.Interval(point, np.nan, np.nan)
-    low, high = np.percentile(dist, [2.5, 97.5])
-    return S.Interval(point, float(low), float(high))
+def _decide(rows: list[dict], tests: dict[str, Test]) -> list[dict]:
+    """Holm across the primary tests' combined p-values, then every primary row's verdict; context rows get ''."""
+    combined = [r for r in rows if r["role"] == PRIMARY and r["env"] == COMBINED]
+    for r, p in zip(combined, S.holm([r["p_value"] for r in combined])):
+        r["p_holm"] = p
+    for r in rows:
+        r.setdefault("p_holm", np.nan)
+        r.update(verdict="", envs_support="", envs_contradict="", envs_inconclusive="")
+        if r["role"] != PRIMARY:
+            continue
+        if r["env"] != COMBINED:
+            r["verdict"] = env_verdict(r, tests[r["test"]].direction) if r["_measured"] else INCONCLUSIVE
+    for r in combined:
+        env_rows = [e for e in rows if e["test"] == r["test"] and e["env"] != COMBINED]
+        direction = tests[r["test"]].direction
+        r["verdict"] = (
+            combined_verdict(env_rows, r["p_holm"], r["effect"], r["no_effect"], direction)
+            if r["_measured"]
+            else INCONCLUSIVE
+        )
+        for key, verdict in (("envs_support", SUPPORTED), ("envs_contradict", CONTRADICTED)):
+            r[key] = ", ".join(e["env"] for e in env_rows if e["verdict"] == verdict)
+        r["envs_inconclusive"] = ", ".join(e["env"] for e in env_rows if e["verdict"] in (INCONCLUSIVE, SMALL_N))
+    return rows
 
 
-def _slope(xc: list[np.ndarray], ys: list[np.ndarray]) -> np.ndarray:
-    """Pooled within-env OLS slope: Σ xc·(y − ȳ_env) / Σ xc², y [..., n_env] per env."""
-    num = sum((x * (y - y.mean(axis=-1, keepdims=True))).sum(axis=-1) for x, y in zip(xc, ys))
-    den = sum((x**2).sum() for x in xc)
-    return num / den
-
-
-def doubling_factor(g: list[np.ndarray], values: list[np.ndarray], reps: int = REPS, seed: int = 0) -> S.Interval:
-    """Factor by which a positive per-run value changes per doubling of G: 2^slope of log2(value) on log2(G).
-
-    g, values: per env, the runs' group sizes and values. The slope is the within-env least-squares slope;
-    the interval resamples runs within each (env, G) stratum. NaN bounds without 2 G values with 2 runs each.
-    """
-    envs = []
-    for gs, vs in zip(g, values):
-        gs, vs = np.asarray(gs, float), np.asarray(vs, float)
-        keep = np.isfinite(gs) & np.isfinite(vs) & (vs > 0) & (gs > 0)
-        gs, vs = gs[keep], vs[keep]
-        if np.unique(gs).size >= 2:
-            strata = [(float(k), np.log2(vs[gs == k])) for k in np.unique(gs)]
-            envs.append(strata)
-    if not envs:
-        return S.Interval(np.nan, np.nan, np.nan)
-    xc = []
-    for strata in envs:
-        x = np.concatenate([np.full(v.size, np.log2(k)) for k, v in strata])
-        xc.append(x - x.mean())
-    point = float(2 ** _slope(xc, [np.concatenate([v for _, v in s]) for s in envs]))
-    if any(v.size < 2 for s in envs for _, v in s):
-        return S.Interval(point, np.nan, np.nan)
-    rng = np.random.default_rng(seed)
-    ys = [np.concatenate(_resample(rng, [v for _, v in s], reps), axis=1) for s in envs]
-    low, high = np.percentile(2 ** _slope(xc, ys), [2.5, 97.5])
-    return S.Interval(point, float(low), float(high))
-
-
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One measured effect of a claim."""
-
-    metric: str
-    comparison: str
-    effect: str
-    """What the number is, e.g. 'ratio of IQMs' or 'difference of IQMs'."""
-    null: float
-    direction: int
-    """+1 if the claim predicts effect > null, −1 if < null."""
-    interval: S.Interval = field(default_factory=lambda: S.Interval(np.nan, np.nan, np.nan))
-    n_x: int = 0
-    n_y: int = 0
-    role: str = "test"
-    note: str = ""
-
-    @property
-    def verdict(self) -> str:
-        return verdict(self.interval.low, self.interval.high, self.null, self.direction)
-
-
-@dataclass
-class Claim:
-    id: str
-    statement: str
-    measured_by: str
-    rows: list[Row] = field(default_factory=list)
-    note: str = ""
-
-    @property
-    def tests(self) -> list[Row]:
-        return [r for r in self.rows if r.role == "test"]
-
-    @property
-    def verdict(self) -> str:
-        verdicts = [r.verdict for r in self.tests]
-        if not verdicts:
-            return INCONCLUSIVE
-        if CONTRADICTED in verdicts:
-            return CONTRADICTED
-        return SUPPORTED if all(v == SUPPORTED for v in verdicts) else INCONCLUSIVE
-
-    @property
-    def reason(self) -> str:
-        """Why a test is inconclusive or missing, for the report."""
-        notes = [
-            f"{r.metric}: "
-            + (
-                r.note
-                or f"the 95% interval [{r.interval.low:.3g}, {r.interval.high:.3g}] includes no effect ({r.null:g})"
-            )
-            for r in self.tests
-            if r.verdict == INCONCLUSIVE
-        ]
-        return "; ".join(filter(None, [self.note, *notes]))
-
-
-def _by_env(runs: pd.DataFrame, algos, column: str, envs) -> list[np.ndarray]:
-    out = []
-    for env in envs:
-        v = runs[(runs.env == env) & runs.algo.isin(algos)][column].to_numpy(dtype=float) if column in runs else []
-        v = np.asarray(v, float)
-        out.append(v[np.isfinite(v)])
-    return out
-
-
-def compare(
+def evaluate(
     runs: pd.DataFrame,
-    x_algos,
-    y_algos,
-    column: str,
-    *,
-    metric: str,
-    kind: str,
-    direction: int,
-    statistic: str = "IQM",
-    envs=None,
-    role: str = "test",
+    configs: dict[tuple[str, str], dict],
     seed: int = 0,
-    label: str | None = None,
-) -> Row:
-    """A two-group comparison row over the envs where both groups have finished runs."""
-    x_algos, y_algos = list(x_algos), list(y_algos)
-    if envs is None:
-        envs = sorted(runs.env.unique()) if not runs.empty else []
-    xs, ys = _by_env(runs, x_algos, column, envs), _by_env(runs, y_algos, column, envs)
-    both = [i for i in range(len(envs)) if xs[i].size and ys[i].size]
-    xs, ys = [xs[i] for i in both], [ys[i] for i in both]
-    nx, ny = sum(a.size for a in xs), sum(a.size for a in ys)
-    ci = two_group_effect(xs, ys, kind, statistic, seed=seed)
-    null = 1.0 if kind == "ratio" else 0.0
-    what = f"{'ratio' if kind == 'ratio' else 'difference'} of {statistic}s"
-    name = label or f"{' + '.join(x_algos)} vs {' + '.join(y_algos)}"
-    note = ""
-    if nx == 0 or ny == 0:
-        missing = [", ".join(a) for a, n in ((x_algos, nx), (y_algos, ny)) if n == 0]
-        note = f"no finished runs with {column} for {' and '.join(missing)}"
-    elif min(nx, ny) < 2:
-        note = "needs at least 2 successful runs per group"
-    elif not np.isfinite(ci.low):
-        note = "interval undefined (zero or non-finite denominator)"
-    return Row(metric, name, what, null, direction, ci, nx, ny, role, note)
-
-
-def is_grpo(algo: str) -> bool:
-    """A `grpo` matrix column (`grpo-g4`, …), not another group-advantage preset such as rloo or dr_grpo."""
-    return algo.rsplit("-g", 1)[0] == "grpo"
-
-
-def _group_rows(runs: pd.DataFrame, column: str, metric: str, direction: int, role: str, seed: int) -> Row:
-    grp = (
-        runs[runs.group_size.notna() & runs.algo.map(is_grpo).astype(bool)] if "group_size" in runs else runs.iloc[0:0]
-    )
-    envs = sorted(grp.env.unique())
-    g = [grp[grp.env == e].group_size.to_numpy(float) for e in envs]
-    v = [grp[grp.env == e][column].to_numpy(float) if column in grp else np.array([]) for e in envs]
-    ci = doubling_factor(g, v, seed=seed)
-    sizes = sorted({int(x) for x in grp.group_size}) if len(grp) else []
-    note = ""
-    if len(sizes) < 2:
-        note = "needs GRPO runs at 2 or more group sizes"
-    elif not np.isfinite(ci.low):
-        note = "needs at least 2 successful runs per group size"
-    return Row(
-        metric,
-        f"GRPO over G = {', '.join(map(str, sizes)) or '—'}",
-        "factor per doubling of G",
-        1.0,
-        direction,
-        ci,
-        len(grp),
-        0,
-        role,
-        note,
-    )
-
-
-def evaluate_claims(runs: pd.DataFrame, seed: int = 0) -> list[Claim]:
-    """C1–C5 from per-run measurements (reports.tables.per_run). Pure: the same table gives the same claims."""
-    if runs.empty:
-        runs = pd.DataFrame(columns=["env", "algo", "seed", "group_size"])
-    algos = list(dict.fromkeys(runs.algo))
-    classic = runs[~runs.env.map(is_textgen)] if len(runs) else runs
-    textgen = runs[runs.env.map(is_textgen)] if len(runs) else runs
-    grpo = [a for a in algos if is_grpo(a) and not runs[(runs.algo == a) & runs.group_size.notna()].empty]
-    others = [a for a in algos if a != "pg"]
-    all_g = "grpo (all G) vs ppo"
-
-    def vs(data: pd.DataFrame, x, y, column: str, metric: str, kind: str, direction: int, **extra) -> Row:
-        return compare(data, x, y, column, metric=metric, kind=kind, direction=direction, seed=seed, **extra)
-
-    def context(*args, **extra) -> Row:
-        return vs(*args, role="context", **extra)
-
-    c1 = Claim(
-        "C1",
-        'Raw ("absolute") rewards give high-variance gradient estimates.',
-        "gradient noise scale B = Σ tr(Σ) / Σ |G|² over a run's updates, from McCandlish et al. (2018)'s unbiased "
-        "two-batch-size estimates (K disjoint minibatches and their union), which unlike the relative variance "
-        "does not depend on batch size: pg vs the other algorithms pooled; > 1 means pg's gradients are noisier "
-        "per sample",
-    )
-    noise = ("grad_noise_scale", "gradient noise scale", "ratio", +1)
-    c1.rows += [
-        vs(runs, ["pg"], others, *noise, label="pg vs all others"),
-        context(
-            runs, ["pg"], others, "grad_cosine", "gradient cosine similarity", "diff", -1, label="pg vs all others"
-        ),
-        *(context(runs, ["pg"], [a], *noise) for a in others),
-    ]
-
-    c2 = Claim(
-        "C2",
-        "A learned critic baseline lowers that variance without biasing the gradient.",
-        "gradient noise scale, critic vs pg on the same episodes-per-update collection (< 1 supports); relative "
-        "variance, advantage std and returns as context",
-        note="unbiasedness needs an MDP with a known gradient and is not measured by a sweep: "
-        "tests/test_gradients.py checks it on a 2-step MDP with a closed-form gradient",
-    )
-    c2.rows += [
-        vs(runs, ["critic"], ["pg"], "grad_noise_scale", "gradient noise scale", "ratio", -1),
-        context(runs, ["critic"], ["pg"], "grad_rel_var", "gradient relative variance", "ratio", -1),
-        context(runs, ["critic"], ["pg"], "adv_std", "advantage std", "ratio", -1),
-        context(classic, ["critic"], ["pg"], "final_return", "final return", "diff", +1),
-        context(classic, ["critic"], ["pg"], "auc", "area under the return curve", "diff", +1),
-    ]
-
-    # The clip's own effect is measured against the ablation without it when the sweep has one (same epochs and
-    # minibatches); otherwise against `critic`, as DESIGN §1 lists (which also differs in its number of steps).
-    base = "ppo_noclip" if "ppo_noclip" in algos else "critic"
-    c3 = Claim(
-        "C3",
-        "PPO's clip keeps each update small and training stable.",
-        f"approx KL(π_old‖π_new) per update (ratio < 1) and max drawdown of the evaluation return curve "
-        f"(difference < 0), ppo vs {base}"
-        + (" (the same PPO without the clip)" if base == "ppo_noclip" else " (add ppo_noclip to isolate the clip)"),
-    )
-    c3.rows += [
-        vs(runs, ["ppo"], [base], "approx_kl", "approx KL per update", "ratio", -1),
-        vs(classic, ["ppo"], [base], "drawdown", "max drawdown (fraction of range)", "diff", -1, statistic="mean"),
-        context(classic, ["ppo"], [base], "collapsed", "collapse rate", "diff", -1, statistic="mean"),
-        context(
-            classic, ["ppo"], [base], "final_return", "across-seed std of final return", "ratio", -1, statistic="std"
-        ),
-        context(classic, ["ppo"], [base], "final_return", "final return", "diff", +1),
-    ]
-    if base != "critic":
-        c3.rows += [
-            context(runs, ["ppo"], ["critic"], "approx_kl", "approx KL per update", "ratio", -1),
-            context(
-                classic,
-                ["ppo"],
-                ["critic"],
-                "drawdown",
-                "max drawdown (fraction of range)",
-                "diff",
-                -1,
-                statistic="mean",
-            ),
-        ]
-    c3.rows.append(context(runs, ["ppo"], ["critic"], "clip_fraction", "clip fraction", "diff", +1))
-
-    c4 = Claim(
-        "C4",
-        "A KL penalty to a frozen reference model limits reward hacking.",
-        "final proxy − gold reward gap on TextGen, ppo_kl − ppo (< 0 supports); KL to reference as context",
-    )
-    if textgen.empty or "gap" not in textgen:
-        c4.note = "no TextGen runs in this sweep (run with --envs rlbench/TextGen-v0)"
-        c4.rows.append(Row("proxy − gold gap", "ppo_kl vs ppo", "difference of IQMs", 0.0, -1, note="no TextGen runs"))
-    else:
-        c4.rows += [
-            vs(textgen, ["ppo_kl"], ["ppo"], "gap", "proxy − gold gap", "diff", -1),
-            context(textgen, ["ppo_kl"], ["ppo"], "kl_to_ref", "KL to reference", "ratio", -1),
-            context(textgen, ["ppo_kl"], ["ppo"], "gold", "gold reward", "diff", +1),
-        ]
-        if grpo:
-            c4.rows.append(context(textgen, grpo, ["ppo"], "gap", "proxy − gold gap", "diff", -1, label=all_g))
-
-    c5 = Claim(
-        "C5",
-        "GRPO drops the critic (less memory and compute per update) and gets its baseline from a "
-        "group of G samples; larger G lowers variance but costs more samples.",
-        "grpo (all G) vs ppo: update FLOPs per env step and parameters (ratios < 1); across G: gradient "
-        "relative variance (factor per doubling < 1) and env steps per update (factor > 1)",
-    )
-    if not grpo:
-        c5.note = "no GRPO runs in this sweep"
-    c5.rows += [
-        vs(runs, grpo, ["ppo"], "update_flops_per_env_step", "update FLOPs per env step", "ratio", -1, label=all_g),
-        vs(runs, grpo, ["ppo"], "params_total", "parameters (policy + critic)", "ratio", -1, label=all_g),
-        _group_rows(runs, "grad_rel_var", "gradient relative variance", -1, "test", seed),
-        _group_rows(runs, "env_steps_per_update", "env steps per update", +1, "test", seed),
-        context(runs, grpo, ["ppo"], "peak_rss_mb", "peak resident memory", "ratio", -1, label=all_g),
-        context(runs, grpo, ["ppo"], "wall_time_s", "wall time", "ratio", -1, label=all_g),
-        _group_rows(classic, "auc", "area under the return curve", -1, "context", seed),
-    ]
-    return [c1, c2, c3, c4, c5]
-
-
-def claims_table(claims: list[Claim]) -> pd.DataFrame:
-    """One row per measured effect, with the claim's overall verdict (deterministic order)."""
+    reps: int = REPS,
+    tests: tuple[Test, ...] = TESTS,
+) -> pd.DataFrame:
+    """All tests on per-run measurements (reports.tables.per_run) → one row per (test, env) and per test
+    'combined', columns ROW_COLUMNS. configs: (env, column) → resolved AlgoConfig as a dict. Pure and seeded."""
+    if len({t.name for t in tests}) < len(tests):
+        raise ValueError("two tests share a name (label, effect and columns); rows are keyed by it")
+    all_envs = sorted(runs.env.unique()) if len(runs) else []
     rows = []
-    for c in claims:
-        for r in c.rows:
-            rows.append(
-                {
-                    "claim": c.id,
-                    "claim_verdict": c.verdict,
-                    "role": r.role,
-                    "metric": r.metric,
-                    "comparison": r.comparison,
-                    "effect": r.effect,
-                    "point": r.interval.point,
-                    "low": r.interval.low,
-                    "high": r.interval.high,
-                    "no_effect": r.null,
-                    "claimed_direction": ">" if r.direction > 0 else "<",
-                    "verdict": r.verdict,
-                    "n_x": r.n_x,
-                    "n_y": r.n_y,
-                    "note": r.note,
-                }
-            )
-    return pd.DataFrame(rows)
+    for i, t in enumerate(tests):
+        envs = [e for e in all_envs if t.envs == "all" or is_textgen(e)]
+        rows += _test_rows(t, runs, configs, envs, seed + i, reps)
+    rows = _decide(rows, {t.name: t for t in tests})
+    return pd.DataFrame(rows, columns=ROW_COLUMNS)
+
+
+def claim_verdicts(table: pd.DataFrame) -> dict[str, str]:
+    """Claim → verdict from its primary tests' combined rows: contradicted if any is, supported if all are,
+    SMALL_N if any lacks runs, else inconclusive (no primary test: inconclusive)."""
+    out = {}
+    for c in CLAIMS:
+        v = list(table[(table.claim == c.id) & (table.role == PRIMARY) & (table.env == COMBINED)].verdict)
+        if CONTRADICTED in v:
+            out[c.id] = CONTRADICTED
+        elif v and all(x == SUPPORTED for x in v):
+            out[c.id] = SUPPORTED
+        else:
+            out[c.id] = SMALL_N if SMALL_N in v else INCONCLUSIVE
+    return out

@@ -62,6 +62,8 @@ class Sweep:
     algos: tuple[str, ...]
     """Every env and algorithm seen in any run directory (finished or not), in report order."""
     seeds: tuple[int, ...]
+    configs: dict[tuple[str, str], dict]
+    """(env, algo) → the resolved AlgoConfig of the cell as recorded in config.json (from its first run)."""
 
     @property
     def done(self) -> pd.DataFrame:
@@ -89,6 +91,7 @@ def _read_config_fields(run_dir: str) -> dict:
     cfg = store.read_json(Path(run_dir) / store.CONFIG)
     algo = cfg.get("algo", {})
     return {
+        "algo_config": algo,
         "group_size": algo.get("group_size"),
         "kl_coef": algo.get("kl_coef"),
         "advantage": algo.get("advantage"),
@@ -118,7 +121,10 @@ def load_sweep(out: Path) -> Sweep:
     unfinished = runs["status"] == "unfinished"
     runs.loc[unfinished & (runs["reason"] == ""), "reason"] = "no summary.json or failure.json (unfinished)"
     cfg = pd.DataFrame([_read_config_fields(d) for d in runs["run_dir"]], index=runs.index)
-    runs = pd.concat([runs, cfg], axis=1)
+    runs = pd.concat([runs, cfg.drop(columns="algo_config")], axis=1)
+    configs = {}
+    for env, algo, config in zip(runs["env"], runs["algo"], cfg["algo_config"]):
+        configs.setdefault((env, algo), config)
     algos = tuple(sorted(runs["algo"].unique(), key=order_key))
     runs["_rank"] = runs["algo"].map({a: i for i, a in enumerate(algos)})
     runs = runs.sort_values(["env", "_rank", "seed"]).drop(columns="_rank").reset_index(drop=True)
@@ -136,7 +142,7 @@ def load_sweep(out: Path) -> Sweep:
                 sink.append(df)
     envs = tuple(sorted(runs["env"].unique()))
     seeds = tuple(sorted(int(s) for s in runs["seed"].unique()))
-    return Sweep(out, runs, _concat(metrics), _concat(evals), envs, algos, seeds)
+    return Sweep(out, runs, _concat(metrics), _concat(evals), envs, algos, seeds, configs)
 
 
 def is_textgen(env_id: str) -> bool:

@@ -310,3 +310,93 @@ def aggregate_intervals(
         name: stratified_bootstrap_ci(s, statistic, reps=reps, confidence=confidence, seed=seed)
         for name, s in score_dict.items()
     }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Two-column effects per env, pooled over envs, with bootstrap p-values and Holm's correction (the claims engine)
+
+EFFECT_NULL = {"ratio": 1.0, "diff": 0.0, "poi": 0.5}
+"""Effect kind → its value under "no effect"."""
+
+
+def poi_1d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """P(A > B) + ½·P(A = B) of a [..., n] against b [..., m] -> [...]; ±inf compare as numbers (rank-based)."""
+    x, y = a[..., :, None], b[..., None, :]
+    return (x > y).mean(axis=(-2, -1)) + 0.5 * (x == y).mean(axis=(-2, -1))
+
+
+def _location(statistic: str, a: np.ndarray) -> np.ndarray:
+    """IQM / mean / median / std (ddof 1) of a [..., n] over its last axis -> [...]."""
+    if statistic == "IQM":
+        return trim_mean(a, 0.25, axis=-1)
+    if statistic == "mean":
+        return a.mean(axis=-1)
+    if statistic == "median":
+        return np.median(a, axis=-1)
+    if statistic == "std":
+        return a.std(axis=-1, ddof=1)
+    raise ValueError(f"unknown statistic {statistic!r}; allowed: IQM, mean, median, std")
+
+
+def effect(a: np.ndarray, b: np.ndarray, kind: str, statistic: str = "IQM") -> np.ndarray:
+    """Effect of runs a [..., n] over runs b [..., m] -> [...]: `ratio` stat(a)/stat(b), `diff` stat(a) − stat(b),
+    `poi` P(A > B) + ½·P(A = B) (rank-based: defined for infinite values)."""
+    if kind == "poi":
+        return poi_1d(a, b)
+    sa, sb = _location(statistic, a), _location(statistic, b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return sa / sb if kind == "ratio" else sa - sb
+
+
+def pool(effects: np.ndarray, kind: str) -> np.ndarray:
+    """Combined effect of per-env effects [..., E] -> [...]: geometric mean of ratios, arithmetic mean else."""
+    if kind == "ratio":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.exp(np.log(effects).mean(axis=-1))
+    return effects.mean(axis=-1)
+
+
+def env_bootstrap(
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str, statistic: str, reps: int, seed: int
+) -> np.ndarray:
+    """Bootstrap distribution [reps, E] of the per-env effects: in every env, the runs of each side are
+    resampled with replacement independently (an env-stratified, two-sample bootstrap)."""
+    rng = np.random.default_rng(seed)
+    cols = []
+    for a, b in pairs:
+        ra = a[rng.integers(0, a.size, size=(reps, a.size))]
+        rb = b[rng.integers(0, b.size, size=(reps, b.size))]
+        cols.append(effect(ra, rb, kind, statistic))
+    return np.stack(cols, axis=-1)
+
+
+def percentile_interval(dist: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of a bootstrap distribution [reps]; NaN bounds if any resample is not finite."""
+    if dist.size == 0 or not np.isfinite(dist).all():
+        return (float("nan"), float("nan"))
+    low, high = _percentiles(dist, confidence)
+    return (float(low), float(high))
+
+
+def bootstrap_p(dist: np.ndarray, null: float) -> float:
+    """Two-sided bootstrap p-value of "effect = null": 2·min(#(d ≤ null) + 1, #(d ≥ null) + 1) / (reps + 1),
+    capped at 1; NaN for an empty or NaN-holding distribution."""
+    if dist.size == 0 or np.isnan(dist).any():
+        return float("nan")
+    low, high = (dist <= null).sum() + 1, (dist >= null).sum() + 1
+    return float(min(1.0, 2.0 * min(low, high) / (dist.size + 1)))
+
+
+def holm(pvalues: ArrayLike) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values: sorted p_(1) ≤ … ≤ p_(m) become max_{j ≤ k} min(1, (m − j + 1)·p_(j)).
+
+    NaN entries are not hypotheses of the family (m counts the others) and stay NaN.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full_like(p, np.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = order.size
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled) if m else scaled
+    return out

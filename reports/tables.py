@@ -50,12 +50,33 @@ def iqm_ci(values, seed: int) -> tuple[float, float, float, int]:
     return (point, low, high, int(v.size))
 
 
-def drawdown(y) -> float:
-    """Largest drop from the running best of a curve, as a fraction of its range (0 for a flat curve)."""
+def drawdown(y, scale: float) -> float:
+    """Largest drop from the running best of a curve, max_t (max_{s ≤ t} y_s − y_t) / scale, with `scale` the
+    env's score range (the same for every run, so a flat curve that never learned scores 0, not "stable" by
+    its own range); NaN without 2 finite points."""
     v = _finite(y)
-    if v.size < 2 or v.max() == v.min():
-        return 0.0
-    return float((np.maximum.accumulate(v) - v).max() / (v.max() - v.min()))
+    if v.size < 2:
+        return np.nan
+    return float((np.maximum.accumulate(v) - v).max() / scale)
+
+
+def score_range(env: str, final_returns) -> tuple[float, float, str]:
+    """(low, high, source) of an env's score range: REFERENCE_SCORES, else the min and max of the sweep's final
+    returns on it (high = low + 1 when they coincide or are missing)."""
+    if env in REFERENCE_SCORES:
+        return (*REFERENCE_SCORES[env], "random policy / solved threshold")
+    v = _finite(final_returns)
+    lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
+    return (lo, hi if hi > lo else lo + 1.0, "observed min / max")
+
+
+def noise_scale(summary_value: float, m: pd.DataFrame) -> float:
+    """A run's gradient noise scale Σ tr Σ / Σ |G|²: the summary's, or +inf when the run's Σ |G|² ≤ 0 (its
+    true-gradient estimate is swamped by noise: infinitely noisy, ranked above every finite value)."""
+    if np.isfinite(summary_value) or "train/grad_sq_norm" not in m:
+        return summary_value
+    g2 = _finite(m["train/grad_sq_norm"])
+    return np.inf if g2.size and g2.sum() <= 0 else summary_value
 
 
 def collapsed(final: float, curve) -> float:
@@ -158,6 +179,7 @@ def per_run(sweep: Sweep) -> pd.DataFrame:
         updates = _num(r, "updates")
         env_steps = _num(r, "env_steps")
         flops = _num(r, "flops_per_update")
+        exact_flops = _num(r, "flops_per_env_step")
         row = {
             "env": r.env,
             "algo": r.algo,
@@ -166,12 +188,12 @@ def per_run(sweep: Sweep) -> pd.DataFrame:
             "group_size": r.group_size if r.advantage == "group" else np.nan,
             "final_return": final,
             "auc": auc,
-            "drawdown": drawdown(eval_curve),
+            "_curve": eval_curve,
             "collapsed": collapsed(final, eval_curve),
             "diverged": float(r.status == "diverged"),
             "grad_cosine": _mean(m, "train/grad_cosine"),
             "grad_rel_var": _median(m, "train/grad_rel_var"),
-            "grad_noise_scale": _num(r, "grad_noise_scale"),
+            "grad_noise_scale": noise_scale(_num(r, "grad_noise_scale"), m),
             "adv_std": _mean(m, "train/adv_std"),
             "approx_kl": _mean(m, "train/approx_kl"),
             "clip_fraction": _mean(m, "train/clip_fraction"),
@@ -187,11 +209,17 @@ def per_run(sweep: Sweep) -> pd.DataFrame:
             "env_steps_per_s": _num(r, "env_steps_per_s"),
             "flops_per_update": flops,
             "update_flops_per_env_step": flops * updates / env_steps if env_steps else np.nan,
+            "flops_per_env_step": exact_flops,
+            "flops_per_env_step_note": "",
+            "update_memory_bytes": _num(r, "update_memory_bytes"),
             "params_policy": _num(r, "params_policy"),
             "params_critic": _num(r, "params_critic"),
             "peak_rss_mb": _num(r, "peak_rss_mb"),
         }
         row["params_total"] = row["params_policy"] + np.nan_to_num(row["params_critic"])
+        if not np.isfinite(exact_flops):
+            row["flops_per_env_step"] = row["update_flops_per_env_step"]
+            row["flops_per_env_step_note"] = "extrapolated from the first update (no flops_per_env_step in summary)"
         if is_textgen(r.env):
             gold0 = m["textgen/gold_reward"].iloc[0] if "textgen/gold_reward" in m and len(m) else np.nan
             row.update(
@@ -208,8 +236,13 @@ def per_run(sweep: Sweep) -> pd.DataFrame:
                 row["proxy"] = float(e["eval/proxy_mean"].iloc[-1])
                 row["gap"] = row["proxy"] - row["gold"]
         rows.append(row)
-    cols = ["env", "algo", "seed"]
-    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols)
+    if not rows:
+        return pd.DataFrame(columns=["env", "algo", "seed"])
+    out = pd.DataFrame(rows)
+    for env, idx in out.groupby("env").groups.items():
+        lo, hi, _ = score_range(env, out.loc[idx, "final_return"])
+        out.loc[idx, "drawdown"] = [drawdown(c, hi - lo) for c in out.loc[idx, "_curve"]]
+    return out.drop(columns="_curve")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -258,7 +291,18 @@ def variance_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:
     )
     std = runs.groupby(["env", "algo"])["final_return"].std() if not runs.empty else pd.Series(dtype=float)
     t["final_return_seed_std"] = [std.get((e, a), np.nan) for e, a in zip(t.env, t.algo)]
+    noise = [_cell_values(runs, e, a, "grad_noise_scale") for e, a in zip(t.env, t.algo)]
+    t["grad_noise_scale_median"] = [float(np.median(v)) if v.size else np.nan for v in noise]
+    t["grad_noise_scale_n_inf"] = [int(np.isinf(v).sum()) for v in noise]
     return t
+
+
+def _cell_values(runs: pd.DataFrame, env: str, algo: str, col: str) -> np.ndarray:
+    """A cell's non-NaN per-run values of `col` (±inf kept)."""
+    if runs.empty or col not in runs:
+        return np.array([])
+    v = runs[(runs.env == env) & (runs.algo == algo)][col].to_numpy(dtype=float)
+    return v[~np.isnan(v)]
 
 
 def stability_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -451,15 +495,7 @@ def normalized_scores(sweep: Sweep, runs: pd.DataFrame) -> tuple[dict[str, np.nd
     if runs.empty or not envs:
         return scores, pd.DataFrame(columns=["env", "low", "high", "source"])
     for env in envs:
-        if env in REFERENCE_SCORES:
-            lo, hi = REFERENCE_SCORES[env]
-            src = "random policy / solved threshold"
-        else:
-            v = _finite(runs[runs.env == env]["final_return"])
-            lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
-            src = "observed min / max"
-            if hi == lo:
-                hi = lo + 1.0
+        lo, hi, src = score_range(env, runs[runs.env == env]["final_return"])
         norm_rows.append({"env": env, "low": lo, "high": hi, "source": src})
     norm = pd.DataFrame(norm_rows)
     for algo in sweep.algos:

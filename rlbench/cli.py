@@ -17,10 +17,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from rlbench import display, store
-from rlbench.algos import DESCRIPTIONS, LADDER, PRESETS
+from rlbench.algos import DESCRIPTIONS, PRESETS
 from rlbench.executor import LocalExecutor, Outcome, RayExecutor, check_contract_isolated
 from rlbench.matrix import (
     BUILTIN_ENVS,
+    DEFAULT_ALGOS,
     DEFAULT_GROUP_SIZES,
     PRESETS_BY_NAME,
     Cell,
@@ -62,7 +63,7 @@ def matrix_fingerprint(cells: list[Cell]) -> str:
 @app.command()
 def run(
     algos: Annotated[
-        Optional[str], typer.Option(help="Comma-separated algorithm names, or 'all' (the ladder) [default: all].")
+        Optional[str], typer.Option(help="Comma-separated algorithm names, or 'all' (+ controls) [default: all].")
     ] = None,
     envs: Annotated[
         Optional[str], typer.Option(help="Comma-separated env ids, 'classic' or 'all' [default: the preset's].")
@@ -339,14 +340,23 @@ def fingerprints(
         changes = fp.regenerate()
         console.print("\n".join(changes) if changes else "fingerprints unchanged", markup=False)
         return
-    failed = False
+    failed, said = False, ""
     for env_id in fp.ENVS:
         for name in PRESETS:
             path = fp.path_for(fp.DEFAULT_DIR, name, env_id)
-            diffs = fp.compare(fp.load(path), fp.compute(name, env_id)) if path.is_file() else [f"missing {path}"]
+            if not path.is_file():
+                failed = True
+                console.print(f"{env_id}/{name}: missing {path}", markup=False)
+                continue
+            stored, fresh = fp.load(path), fp.compute(name, env_id)
+            why = fp.comparison(stored, fresh)[1]
+            if why != said:
+                console.print(f"Compared {why}:", markup=False)
+                said = why
+            diffs = fp.compare(stored, fresh)
             failed |= bool(diffs)
             console.print(
-                f"{env_id}/{name}: " + ("same" if not diffs else "\n  ".join(["DIFFERENT", *diffs])), markup=False
+                f"  {env_id}/{name}: " + "\n    ".join(["DIFFERENT", *diffs] if diffs else ["same"]), markup=False
             )
     if failed:
         raise typer.Exit(1)
@@ -377,14 +387,17 @@ def check_env_cmd(
 
 @app.command("list")
 def list_() -> None:
-    """Show algorithms, built-in envs and presets with their budgets."""
+    """Show algorithms (which claims' primary tests use them), built-in envs and presets with their budgets."""
+    from rlbench.reports.claims import serves
+
     algos = Table(title="algorithms")
-    for col in ("name", "in all", "advantage", "policy loss", "critic", "KL β", "collect", "description"):
+    for col in ("name", "in all", "claims", "advantage", "policy loss", "critic", "KL β", "collect", "description"):
         algos.add_column(col)
     for name, cfg in PRESETS.items():
         algos.add_row(
             name,
-            "yes" if name in LADDER else "",
+            "yes" if name in DEFAULT_ALGOS else "",
+            ", ".join(serves(name)),
             cfg.advantage,
             cfg.policy_loss,
             "yes" if cfg.uses_critic else "no",

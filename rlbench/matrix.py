@@ -11,7 +11,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from rlbench.algos import LADDER, PRESETS, AlgoConfig
+from rlbench.algos import PRESETS, AlgoConfig
 from rlbench.algos.config import FIELDS
 from rlbench.envs import textgen
 from rlbench.rollout import env_spec
@@ -68,6 +68,18 @@ PRESETS_BY_NAME: dict[str, Preset] = {
 }
 
 DEFAULT_GROUP_SIZES = (2, 4, 8, 16)
+
+DEFAULT_ALGOS = ("pg", "pg_centred", "critic", "ppo", "ppo_noclip", "ppo_kl", "grpo", "grpo_critic")
+"""What `--algos all` runs: the ladder plus the control columns the claims' primary tests compare it with."""
+
+CONTROLS = {"pg_centred": "pg", "ppo_noclip": "ppo", "grpo_critic": "grpo"}
+"""Control preset → the preset it ablates: the control takes the env's and the user's settings of that preset
+first, so a primary test's two columns still differ only in the claim's factor (e.g. TextGen's grpo β = 1)."""
+
+CONTROL_GROUP_SIZES = (4, 8)
+"""G values of a group-collection control without the group advantage (`grpo_critic`), when the sweep has
+them: two G values give C5 its per-G tests at half the cost of all four (G = 16 is the costliest per update,
+G = 2 the degenerate group); with none of them in the sweep, the control runs at every G of the sweep."""
 
 
 def get_preset(name: str) -> Preset:
@@ -158,10 +170,10 @@ def group_overrides(pairs: list[tuple[str, Any]], algo_names: list[str]) -> dict
 
 def resolve_algos(names: list[str]) -> list[str]:
     if names == ["all"]:
-        return list(LADDER)
+        return list(DEFAULT_ALGOS)
     unknown = [n for n in names if n not in PRESETS]
     if unknown:
-        raise MatrixError(f"unknown algorithm(s) {unknown}; allowed: {', '.join(PRESETS)}, or all (the ladder)")
+        raise MatrixError(f"unknown algorithm(s) {unknown}; allowed: {', '.join(PRESETS)}, or all (the default)")
     return names
 
 
@@ -259,13 +271,7 @@ def build_cells(
     if bad_g:
         raise MatrixError(f"group sizes must be >= 2 (a group needs two samples to give a baseline), got {bad_g}")
 
-    columns: list[tuple[str, AlgoConfig]] = []
-    for name in algo_names:
-        base = PRESETS[name]
-        if base.advantage == "group":
-            columns += [(name, base.replace(name=f"{name}-g{g}", group_size=g)) for g in group_sizes]
-        else:
-            columns.append((name, base))
+    columns = [column for name in algo_names for column in _columns(name, group_sizes)]
     names = algo_names + [c.name for _, c in columns]
     overrides = group_overrides(sets, names)
 
@@ -276,8 +282,10 @@ def build_cells(
         env_overrides = group_overrides(list(entry.algo_overrides.items()) if entry else [], list(PRESETS) + names)
         for family, cfg in columns:
             changes = {}
+            ablated = CONTROLS.get(family, family)
             for level in (env_overrides, overrides):
-                changes.update({**level.get(None, {}), **level.get(family, {}), **level.get(cfg.name, {})})
+                changes.update({**level.get(None, {}), **level.get(ablated, {}), **level.get(family, {})})
+                changes.update(level.get(cfg.name, {}))
             try:
                 resolved = cfg.replace(**changes)
             except (ValueError, TypeError) as err:
@@ -288,6 +296,19 @@ def build_cells(
                     Cell(resolved, request.id, seed, budget, preset.eval_episodes, points, dict(request.kwargs))
                 )
     return cells
+
+
+def _columns(name: str, group_sizes: list[int]) -> list[tuple[str, AlgoConfig]]:
+    """(family, config) of preset `name`'s matrix columns: one per G for group presets (`name-gG`), one per
+    CONTROL_GROUP_SIZES G for a group collection without the group advantage, else the preset itself."""
+    base = PRESETS[name]
+    if base.advantage == "group":
+        sizes = list(group_sizes)
+    elif base.collect == "episodes" and base.group_size > 1:
+        sizes = [g for g in group_sizes if g in CONTROL_GROUP_SIZES] or list(group_sizes)
+    else:
+        return [(name, base)]
+    return [(name, base.replace(name=f"{name}-g{g}", group_size=g)) for g in sizes]
 
 
 def algo_for(name: str, env_id: str, group_size: int = 8) -> AlgoConfig:

@@ -1,13 +1,21 @@
-"""Per-update diagnostics: gradient noise, explained variance, update size."""
+"""Per-update diagnostics: gradient noise, explained variance, update size, FLOPs and saved-activation bytes."""
 
 from __future__ import annotations
 
 import math
 import resource
+import time
+from collections.abc import Callable, Iterable
+from fractions import Fraction
+from typing import TypeVar
 
+import torch
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 
 from rlbench.algos.losses import k3
+
+T = TypeVar("T")
 
 
 def gradient_noise(grads: Tensor) -> tuple[float, float]:
@@ -54,3 +62,88 @@ def approx_kl(logp_new: Tensor, logp_old: Tensor) -> float:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MiB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class FlopMeter:
+    """Exact FLOPs of repeated calls, by PyTorch's flop counter (matrix products and convolutions, forward
+    and backward; elementwise ops are not counted), without running the slow counter on every call.
+
+    A call is keyed by a site name and `shape` = (rows, *fixed): FLOPs are determined by the shapes of the
+    tensors a code path sees, and matrix products over a batch of rows cost an affine function of the row
+    count. The first call of each row count is counted fresh, until two row counts of a key fix a line and a
+    third fresh count confirms it; after that the line gives the count (only where it yields an integer). A
+    key whose third count misses the line is counted fresh for every new row count. Same rows, same count.
+    """
+
+    def __init__(self, predict: bool = True) -> None:
+        """`predict` False counts every new row count fresh (a reference for tests)."""
+        self.predict = predict
+        self.counts: dict[tuple, dict[int, int]] = {}
+        self.affine: dict[tuple, bool] = {}
+        self.calls = 0
+        """Calls measured."""
+        self.fresh = 0
+        """Calls counted with the flop counter."""
+        self.count_s = 0.0
+        """Wall time of the counted calls, counting included (an upper bound on the meter's overhead)."""
+
+    def measure(self, site: str, shape: tuple, fn: Callable[[], T]) -> tuple[T, int]:
+        """(fn(), its FLOPs) for a call at `site` whose tensor shapes are determined by `shape`."""
+        rows, key = shape[0], (site, *shape[1:])
+        self.calls += 1
+        known = self.counts.setdefault(key, {})
+        flops = known.get(rows, self._on_line(key, rows))
+        if flops is not None:
+            return fn(), flops
+        start = time.perf_counter()
+        with FlopCounterMode(display=False) as counter:
+            out = fn()
+        self.count_s += time.perf_counter() - start
+        self.fresh += 1
+        flops = int(counter.get_total_flops())
+        if len(known) == 2 and key not in self.affine:
+            self.affine[key] = self._line(known, rows) == flops
+        known[rows] = flops
+        return out, flops
+
+    def _on_line(self, key: tuple, rows: int) -> int | None:
+        if not (self.predict and self.affine.get(key)):
+            return None
+        value = self._line(self.counts[key], rows)
+        return int(value) if value.denominator == 1 else None
+
+    @staticmethod
+    def _line(known: dict[int, int], rows: int) -> Fraction:
+        """The affine function through the first two counted (rows, FLOPs) points, at `rows`."""
+        (r1, f1), (r2, f2) = list(known.items())[:2]
+        return f1 + Fraction(f2 - f1, r2 - r1) * (rows - r1)
+
+
+class SavedBytes:
+    """Bytes autograd saves for backward inside the context: the distinct storages of saved tensors, the
+    parameters' own excluded (the activations a step's graph holds from forward to backward)."""
+
+    def __init__(self, params: list[Tensor]) -> None:
+        self.exclude = {p.untyped_storage().data_ptr() for p in params}
+        self.seen: set[int] = set()
+        self.bytes = 0
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)
+
+    def _pack(self, tensor: Tensor) -> Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self.exclude and storage.data_ptr() not in self.seen:
+            self.seen.add(storage.data_ptr())
+            self.bytes += storage.nbytes()
+        return tensor
+
+    def __enter__(self) -> SavedBytes:
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hooks.__exit__(*exc)
+
+
+def tensor_bytes(tensors: Iterable[object]) -> int:
+    """Bytes of the tensors among `tensors` (numel × element size)."""
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, Tensor))

@@ -3,10 +3,17 @@
 Vector envs autoreset in NEXT_STEP mode: the step after an episode ends only resets that env, so it is not a
 transition. It is kept in the layout with mask 0, and the observation stored in its column is the episode's
 final observation, which is exactly what V(s_{t+1}) of the last real step needs at a truncation.
+
+Budgets: a collector given `budget` records at most that many valid steps. The vector step that reaches it
+counts only its first sub-envs (in index order) up to the budget, collection stops there, and every episode
+still running ends at its last counted step as truncated (`ends` set, `terminated` not): a critic bootstraps
+from the next stored observation, exactly as at a time limit; the group advantage, having no critic, scores a
+cut episode by its partial return (only in a run's last batch). Transitions past the budget are never trained on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 
@@ -16,7 +23,10 @@ import torch
 from torch import Tensor
 
 from rlbench.algos.config import AlgoConfig
+from rlbench.envs.classic_vector import VECTOR_ENTRY_POINTS as BATCHED_CLASSIC
+from rlbench.envs.classic_vector import BatchedClassicEnv
 from rlbench.policies import MLPPolicy, encode_obs
+from rlbench.rng import np_stream
 
 
 class RunFault(Exception):
@@ -87,9 +97,18 @@ def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
     return gym.spec(name)
 
 
+PER_ENV_SEEDED = (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv, BatchedClassicEnv)
+"""Vector envs whose `reset(seed=[s_0, …])` seeds sub-env i exactly like a scalar env reset with s_i."""
+
+
 def make_vec_env(env_id: str, num_envs: int, env_kwargs: dict, fast: bool) -> gym.vector.VectorEnv:
-    """A NEXT_STEP-autoreset vector env; `fast` uses the env's own vector implementation when it has one."""
+    """A NEXT_STEP-autoreset vector env. Acrobot, MountainCar and Pendulum always get rlbench's batched
+    implementations (the same transitions as Gymnasium's scalar envs, per-sub-env seeding); otherwise `fast` uses
+    the env's own vector implementation when it has one (CartPole's, whose sub-envs share one generator)."""
     spec = env_spec(env_id)
+    if spec.id in BATCHED_CLASSIC:
+        batched = dataclasses.replace(spec, vector_entry_point=BATCHED_CLASSIC[spec.id])
+        return gym.make_vec(batched, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
     mode = "vector_entry_point" if fast and spec.vector_entry_point is not None else "sync"
     return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, **env_kwargs)
 
@@ -114,6 +133,8 @@ class _Recorder:
         self.running_length = np.zeros(num_envs, dtype=np.int64) if carry is None else carry.running_length
         self.returns: list[float] = []
         self.lengths: list[int] = []
+        self.steps = 0
+        """Valid steps recorded so far."""
 
     def add(self, obs: Tensor, act: Tensor, rew, term, trunc, valid: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
         """Record one vector step; raise RunFault(env_nan) on a non-finite reward or next observation."""
@@ -136,6 +157,7 @@ class _Recorder:
         self.term.append(np.asarray(term) & valid)
         self.end.append(done | ~valid)
         self.valid.append(valid)
+        self.steps += int(valid.sum())
         self.running_return += rew
         self.running_length += valid
         for i in np.flatnonzero(done):
@@ -144,6 +166,14 @@ class _Recorder:
             self.running_return[i] = 0.0
             self.running_length[i] = 0
         return done
+
+    def cut(self, streams: np.ndarray) -> None:
+        """End the running episodes of `streams` ([N] bool) at their last recorded valid step, as truncated."""
+        for i in np.flatnonzero(streams):
+            for valid, end in zip(reversed(self.valid), reversed(self.end)):
+                if valid[i]:
+                    end[i] = True
+                    break
 
     def stack(self, last_inputs: dict[str, Tensor] | None, close_last: bool) -> Trajectories:
         def t(rows, dtype=torch.float32):
@@ -164,6 +194,11 @@ class _Recorder:
         )
 
 
+def within(valid: np.ndarray, room: int | None) -> np.ndarray:
+    """`valid` [N] bool keeping only its first `room` True entries (all of them when room is None)."""
+    return valid if room is None else valid & (np.cumsum(valid) <= room)
+
+
 def run_episodes(
     env: gym.vector.VectorEnv,
     policy: MLPPolicy,
@@ -171,8 +206,10 @@ def run_episodes(
     generator: torch.Generator,
     deterministic: bool = False,
     max_steps: int = 100_000,
+    budget: int | None = None,
 ) -> Trajectories:
-    """One whole episode per sub-env, env i reset with seeds[i]; stops when every episode has ended."""
+    """One whole episode per sub-env, env i reset with seeds[i]; stops when every episode has ended, or at
+    `budget` valid steps, where the running episodes end truncated (module docstring)."""
     raw, _ = env.reset(seed=list(seeds))
     space = env.single_observation_space
     finished = np.zeros(env.num_envs, dtype=bool)
@@ -180,9 +217,13 @@ def run_episodes(
     for _ in range(max_steps):
         obs = encode_obs(space, raw)
         act = policy.act(obs, generator, deterministic)
+        valid = within(~finished, None if budget is None else budget - rec.steps)
         raw, rew, term, trunc, _ = env.step(_to_env_action(env.single_action_space, act))
-        finished |= rec.add(obs, act, rew, term, trunc, valid=~finished, next_obs=raw)
+        finished |= rec.add(obs, act, rew, term, trunc, valid=valid, next_obs=raw)
         if finished.all():
+            break
+        if budget is not None and rec.steps >= budget:
+            rec.cut(~finished)
             break
     else:
         raise RuntimeError(f"episodes did not end within {max_steps} steps; give the env a TimeLimit")
@@ -198,27 +239,34 @@ class GymCollector:
 
     def __init__(self, env_id: str, env_kwargs: dict, cfg: AlgoConfig, seed: int) -> None:
         self.cfg = cfg
-        self.seed_rng = np.random.default_rng([seed, 1])
+        self.seed_rng = np_stream(seed, "env_starts")
         self.env = make_vec_env(env_id, cfg.streams, env_kwargs, fast=cfg.collect == "steps")
         self.space = self.env.single_observation_space
         if cfg.collect == "steps":
             seeds = self.seed_rng.integers(0, 2**30, size=cfg.streams).tolist()
-            per_env = isinstance(self.env, (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv))
+            per_env = isinstance(self.env, PER_ENV_SEEDED)
             raw, _ = self.env.reset(seed=seeds if per_env else seeds[0])
             self.obs = encode_obs(self.space, raw)
             self.after_done = np.zeros(cfg.streams, dtype=bool)
             self.previous: _Recorder | None = None
 
-    def collect(self, policy: MLPPolicy, generator: torch.Generator) -> Trajectories:
+    def collect(self, policy: MLPPolicy, generator: torch.Generator, budget: int | None = None) -> Trajectories:
+        """One update's batch, cut at `budget` valid steps when given (module docstring)."""
         if self.cfg.collect == "episodes":
             starts = self.seed_rng.integers(0, 2**30, size=self.cfg.n_envs)
-            return run_episodes(self.env, policy, np.repeat(starts, self.cfg.group_size).tolist(), generator)
+            seeds = np.repeat(starts, self.cfg.group_size).tolist()
+            return run_episodes(self.env, policy, seeds, generator, budget=budget)
         rec = _Recorder(self.cfg.streams, carry=self.previous, every_obs=True)
         for _ in range(self.cfg.n_steps):
             act = policy.act(self.obs, generator)
+            live = ~self.after_done
+            valid = within(live, None if budget is None else budget - rec.steps)
             raw, rew, term, trunc, _ = self.env.step(_to_env_action(self.env.single_action_space, act))
-            self.after_done = rec.add(self.obs, act, rew, term, trunc, valid=~self.after_done, next_obs=raw)
+            self.after_done = rec.add(self.obs, act, rew, term, trunc, valid=valid, next_obs=raw)
             self.obs = encode_obs(self.space, raw)
+            if budget is not None and rec.steps >= budget:
+                rec.cut(live & ~valid)
+                break
         self.previous = rec
         return rec.stack({"obs": self.obs}, close_last=True)
 

@@ -21,7 +21,11 @@ EVAL_SEED_BASE = 2**31 - 1
 
 
 class Collector(Protocol):
-    def collect(self, policy: nn.Module, generator: torch.Generator) -> Trajectories: ...
+    def collect(self, policy: nn.Module, generator: torch.Generator, budget: int | None = None) -> Trajectories | None:
+        """One update's batch with at most `budget` env steps when given (the rule: rlbench.rollout), or None
+        when no batch fits in the budget."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -6,16 +6,26 @@ import copy
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from rlbench.algos import advantages as adv_fns
 from rlbench.algos import losses
 from rlbench.algos.config import AlgoConfig
-from rlbench.metrics import approx_kl, explained_variance, gradient_noise, noise_scale_parts, peak_rss_mb
+from rlbench.metrics import (
+    FlopMeter,
+    SavedBytes,
+    approx_kl,
+    explained_variance,
+    gradient_noise,
+    noise_scale_parts,
+    peak_rss_mb,
+    tensor_bytes,
+)
+from rlbench.rng import stream_seed, torch_stream
 from rlbench.rollout import RunFault, Trajectories
 from rlbench.task import Task, make_task
 
@@ -49,6 +59,9 @@ def estimate_advantages(
         out["values"] = values
     if cfg.advantage == "return":
         out["adv"] = out["targets"] = adv_fns.discounted_returns(traj.rewards, traj.ends, cfg.gamma)
+    elif cfg.advantage == "centred":
+        out["targets"] = adv_fns.discounted_returns(traj.rewards, traj.ends, cfg.gamma)
+        out["adv"] = adv_fns.centred(out["targets"], traj.mask)
     elif cfg.advantage == "baseline":
         bootstrap = next_values * (1.0 - traj.terminated)
         out["targets"] = adv_fns.discounted_returns(traj.rewards, traj.ends, cfg.gamma, bootstrap)
@@ -118,88 +131,184 @@ def _all_finite(module: nn.Module) -> bool:
 
 
 class Trainer:
-    """Owns the optimizer and performs every algorithm's update the same way."""
+    """Owns the optimizer and performs every algorithm's update the same way.
 
-    def __init__(self, cfg: AlgoConfig, task: Task, seed: int) -> None:
+    Random draws come from the run's named streams (rlbench.rng): `action_rng` samples actions, `minibatch_rng`
+    shuffles minibatches, `noise_rng` splits the gradient-noise probe, so measuring never moves training.
+    """
+
+    def __init__(self, cfg: AlgoConfig, task: Task, seed: int, flops: FlopMeter | None = None) -> None:
         self.cfg = cfg
         self.policy, self.critic = task.policy, task.critic
         self.reference = copy.deepcopy(self.policy).requires_grad_(False)
-        self.params = list(self.policy.parameters()) + (list(self.critic.parameters()) if self.critic else [])
+        self.policy_params = list(self.policy.parameters())
+        self.critic_params = list(self.critic.parameters()) if self.critic else []
+        self.params = self.policy_params + self.critic_params
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.action_rng = torch_stream(seed, "actions")
+        self.minibatch_rng = torch_stream(seed, "minibatches")
+        self.noise_rng = torch_stream(seed, "noise")
+        self.flops = flops or FlopMeter()
 
-    def fit_critic(self, units: dict[str, Tensor]) -> float:
-        """cfg.value_epochs critic-only passes; policy gradients stay None, so Adam leaves the policy alone."""
-        loss = torch.zeros(())
+    def step(self, loss: Tensor) -> tuple[Tensor, Tensor]:
+        """Backward and one optimizer step with the policy's and the critic's gradients each clipped to
+        max_grad_norm on its own, so a value-loss gradient never scales the policy step. Returns both
+        pre-clip norms (0 for a part without gradients)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norms = [nn.utils.clip_grad_norm_(p, self.cfg.max_grad_norm) for p in (self.policy_params, self.critic_params)]
+        for name, norm in zip(("policy", "critic"), norms):
+            if not torch.isfinite(norm):
+                raise RunFault("diverged", f"{name} gradient norm became {norm.item()}")
+        self.optimizer.step()
+        return norms[0], norms[1]
+
+    def fit_critic(self, units: dict[str, Tensor]) -> tuple[float, int, int]:
+        """cfg.value_epochs critic-only passes; policy gradients stay None, so Adam leaves the policy alone.
+        Returns the last value loss, the largest saved-activation bytes of a step and the FLOPs of all steps."""
+        loss, peak, flops = torch.zeros(()), 0, 0
         for _ in range(self.cfg.value_epochs):
-            for mb in split(units, self.cfg.minibatches, self.generator):
-                loss = self.cfg.vf_coef * losses.value_loss(self.critic.value(mb), mb["targets"], mb["mask"])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
-                self.optimizer.step()
-        return float(loss.detach())
+            for mb in split(units, self.cfg.minibatches, self.minibatch_rng):
+                (loss, saved), counted = self.flops.measure(
+                    "critic_step", _unit_shape(mb), partial(self._critic_step, mb)
+                )
+                peak, flops = max(peak, saved), flops + counted
+        return float(loss.detach()), peak, flops
+
+    def _critic_step(self, mb: dict[str, Tensor]) -> tuple[Tensor, int]:
+        """One optimizer step on the value loss of `mb`; returns the loss and its saved-activation bytes."""
+        with SavedBytes(self.params) as saved:
+            loss = self.cfg.vf_coef * losses.value_loss(self.critic.value(mb), mb["targets"], mb["mask"])
+        self.step(loss)
+        return loss, saved.bytes
 
     def update(self, traj: Trajectories, progress: float) -> dict[str, float]:
-        """One update from one batch of trajectories; returns its train/* metrics."""
-        cfg, policy, critic = self.cfg, self.policy, self.critic
+        """One update from one batch of trajectories; returns its train/* metrics.
+
+        train/flops counts what the algorithm computes: advantage estimation, the old and reference
+        log-probabilities, every minibatch step (forward and backward) and the critic fit; the gradient-noise
+        probe and the post-update diagnostics are measurement and are not counted.
+        """
+        cfg = self.cfg
         if cfg.anneal_lr:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr * (1.0 - progress)
-        per_step, row = estimate_advantages(cfg, traj, critic)
+        (per_step, row), flops = self.flops.measure(
+            "advantages", _batch_shape(traj), lambda: estimate_advantages(cfg, traj, self.critic)
+        )
         units = traj.units(per_step)
+        _, counted = self.flops.measure("old_logp", _unit_shape(units), lambda: self._old_logp(units))
+        flops += counted
+        row.update(self._batch_stats(units))
+        row.update(measure_gradient_noise(cfg, self.policy, units, self.noise_rng))
+        terms, counted = self.optimize(units)
+        flops += counted
+        row.update(terms)
+        row.update(self._update_size(units))
+        row["train/lr"] = self.optimizer.param_groups[0]["lr"]
+        row["train/flops"] = float(flops)
+        return row
+
+    def _old_logp(self, units: dict[str, Tensor]) -> None:
+        """Adds the pre-update policy's and the reference's log-probabilities to `units`."""
         with torch.no_grad():
-            units["logp_old"], _ = policy.evaluate(units)
+            units["logp_old"], _ = self.policy.evaluate(units)
             units["ref_logp"], _ = self.reference.evaluate(units)
+
+    def _batch_stats(self, units: dict[str, Tensor]) -> dict[str, float]:
+        """Advantage std over valid steps; the critic's explained variance of its targets."""
         mask = units["mask"]
         valid = mask.bool()
-        row["train/adv_std"] = float(units["adv"][valid].std()) if mask.sum() > 1 else 0.0
-        if critic is not None:
+        row = {"train/adv_std": float(units["adv"][valid].std()) if mask.sum() > 1 else 0.0}
+        if self.critic is not None:
             row["train/explained_variance"] = explained_variance(units["values"][valid], units["targets"][valid])
-        row.update(measure_gradient_noise(cfg, policy, units, self.generator))
+        return row
 
+    def optimize(self, units: dict[str, Tensor]) -> tuple[dict[str, float], int]:
+        """cfg.epochs × cfg.minibatches optimizer steps on the loss, then the critic fit. Returns the loss terms
+        averaged over steps with train/activation_bytes (the largest saved-activation bytes of a step), and the
+        FLOPs of every step."""
+        sums: dict[str, float] = {}
+        steps, peak, flops = 0, 0, 0
+        for _ in range(self.cfg.epochs):
+            for mb in split(units, self.cfg.minibatches, self.minibatch_rng):
+                (terms, saved), counted = self.flops.measure("step", _unit_shape(mb), partial(self._minibatch_step, mb))
+                for key, value in terms.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                steps, peak, flops = steps + 1, max(peak, saved), flops + counted
+        row = {key: value / steps for key, value in sums.items()}
+        if self.critic is not None and self.cfg.value_epochs:
+            row["train/value_loss_fit"], fit_peak, fit_flops = self.fit_critic(units)
+            peak, flops = max(peak, fit_peak), flops + fit_flops
+        if not (_all_finite(self.policy) and (self.critic is None or _all_finite(self.critic))):
+            raise RunFault("diverged", "parameters became non-finite")
+        row["train/activation_bytes"] = float(peak)
+        return row, flops
+
+    def _minibatch_step(self, mb: dict[str, Tensor]) -> tuple[dict[str, float], int]:
+        """One optimizer step on the algorithm's loss on `mb`: policy loss − ent_coef·entropy + kl_coef·KL to
+        the reference (+ vf_coef·value loss). Returns the loss terms and the step's saved-activation bytes."""
+        cfg, critic = self.cfg, self.critic
+        m = mb["mask"]
+        with SavedBytes(self.params) as saved:
+            logp, entropy = self.policy.evaluate(mb)
+            policy_loss = policy_objective(cfg, logp, mb)
+            kl_ref = losses.masked_mean(losses.k3(logp, mb["ref_logp"]), m)
+            ent = losses.masked_mean(entropy, m)
+            loss = policy_loss - cfg.ent_coef * ent + cfg.kl_coef * kl_ref
+            terms = {"train/policy_loss": policy_loss, "train/entropy": ent, "train/kl_ref": kl_ref}
+            if critic is not None:
+                terms["train/value_loss"] = losses.value_loss(critic.value(mb), mb["targets"], m)
+                loss = loss + cfg.vf_coef * terms["train/value_loss"]
+        if not torch.isfinite(loss):
+            raise RunFault("diverged", f"loss became {loss.item()}")
+        grad_norm, critic_grad_norm = self.step(loss)
+        terms["train/loss"], terms["train/grad_norm"] = loss, grad_norm
+        if critic is not None:
+            terms["train/critic_grad_norm"] = critic_grad_norm
+        return {key: float(value.detach()) for key, value in terms.items()}, saved.bytes
+
+    def _update_size(self, units: dict[str, Tensor]) -> dict[str, float]:
+        """KL(π_old‖π_new) (k3) over the batch and the share of samples whose ratio left [1 − ε, 1 + ε]."""
+        cfg, mask = self.cfg, units["mask"]
+        valid = mask.bool()
         low = cfg.clip if cfg.clip is not None else CLIP_REFERENCE
         high = cfg.clip_high if cfg.clip_high is not None else low
-        sums: dict[str, float] = {}
-        steps = 0
-        for _ in range(cfg.epochs):
-            for mb in split(units, cfg.minibatches, self.generator):
-                logp, entropy = policy.evaluate(mb)
-                m = mb["mask"]
-                policy_loss = policy_objective(cfg, logp, mb)
-                kl_ref = losses.masked_mean(losses.k3(logp, mb["ref_logp"]), m)
-                ent = losses.masked_mean(entropy, m)
-                loss = policy_loss - cfg.ent_coef * ent + cfg.kl_coef * kl_ref
-                terms = {"train/policy_loss": policy_loss, "train/entropy": ent, "train/kl_ref": kl_ref}
-                if critic is not None:
-                    terms["train/value_loss"] = losses.value_loss(critic.value(mb), mb["targets"], m)
-                    loss = loss + cfg.vf_coef * terms["train/value_loss"]
-                if not torch.isfinite(loss):
-                    raise RunFault("diverged", f"loss became {loss.item()}")
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-                if not torch.isfinite(grad_norm):
-                    raise RunFault("diverged", f"gradient norm became {grad_norm.item()}")
-                self.optimizer.step()
-                terms["train/loss"], terms["train/grad_norm"] = loss, grad_norm
-                for key, value in terms.items():
-                    sums[key] = sums.get(key, 0.0) + float(value.detach())
-                steps += 1
-        if critic is not None and cfg.value_epochs:
-            row["train/value_loss_fit"] = self.fit_critic(units)
-        if not (_all_finite(policy) and (critic is None or _all_finite(critic))):
-            raise RunFault("diverged", "parameters became non-finite")
-        row.update({key: value / steps for key, value in sums.items()})
         with torch.no_grad():
-            logp_new, _ = policy.evaluate(units)
-        row["train/approx_kl"] = approx_kl(logp_new[valid], units["logp_old"][valid])
+            logp_new, _ = self.policy.evaluate(units)
         ratio = torch.exp(logp_new - units["logp_old"])
-        row["train/clip_fraction"] = float(
-            losses.masked_mean(((ratio < 1.0 - low) | (ratio > 1.0 + high)).float(), mask)
-        )
-        row["train/lr"] = self.optimizer.param_groups[0]["lr"]
-        return row
+        outside = ((ratio < 1.0 - low) | (ratio > 1.0 + high)).float()
+        return {
+            "train/approx_kl": approx_kl(logp_new[valid], units["logp_old"][valid]),
+            "train/clip_fraction": float(losses.masked_mean(outside, mask)),
+        }
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes an update holds besides activations: trainable parameters (policy + critic), the frozen
+        reference when the loss uses it (kl_coef > 0), and the optimizer's state (Adam: two moments + step)."""
+        state = [value for per_param in self.optimizer.state.values() for value in per_param.values()]
+        return {
+            "param_bytes": tensor_bytes(self.params),
+            "reference_bytes": tensor_bytes(self.reference.parameters()) if self.cfg.kl_coef > 0 else 0,
+            "optimizer_state_bytes": tensor_bytes(state),
+        }
+
+
+def _batch_shape(traj: Trajectories) -> tuple:
+    """(T, everything else the advantage estimator's tensor shapes depend on): the [N, T, ...] input shapes
+    with the step dimension left out, and the bootstrap inputs' shapes."""
+    t = traj.mask.shape[1]
+
+    def dims(tensors: dict[str, Tensor] | None) -> tuple:
+        items = sorted((tensors or {}).items())
+        return tuple((k, tuple(None if i == 1 and d == t else d for i, d in enumerate(v.shape))) for k, v in items)
+
+    return (t, dims(traj.inputs), None if traj.last_inputs is None else dims(traj.last_inputs))
+
+
+def _unit_shape(units: dict[str, Tensor]) -> tuple:
+    """(number of units, every unit tensor's shape after the first dimension)."""
+    return (units["mask"].shape[0], *((k, tuple(v.shape[1:])) for k, v in sorted(units.items())))
 
 
 def train(
@@ -211,18 +320,22 @@ def train(
     eval_episodes: int,
     eval_points: int = 10,
 ) -> RunResult:
-    """Train one (algorithm, env, seed) cell for `total_steps` env steps; measure everything on the way.
+    """Train one (algorithm, env, seed) cell on at most `total_steps` env steps; measure everything on the way.
 
-    Evaluation runs before training (checkpoint 0) and after the first update that reaches k/eval_points of the
-    budget (checkpoint k = 1 … eval_points; an update that crosses several checkpoints evaluates once, for the
-    last), so every algorithm's curve has points at the same env steps whatever its batch size.
+    Each batch is collected with the budget left (rlbench.rollout: the last batch is cut at the budget), so
+    no run trains on more than `total_steps` steps. Training ends at the budget, or earlier when the steps
+    left give a batch with fewer units than the update splits into (minibatches, noise probe); that batch is
+    discarded unused. Evaluation runs before training (checkpoint 0), after the first update that reaches
+    k/eval_points of the budget (checkpoint k; an update crossing several evaluates once, for the last), and
+    at the end of training as checkpoint eval_points if no update reached it, so every curve has points at
+    the same env steps whatever the batch size and its last point is the trained policy.
     """
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    task = make_task(env_id, env_kwargs, cfg, seed, eval_episodes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stream_seed(seed, "init"))
+        task = make_task(env_id, env_kwargs, cfg, seed, eval_episodes)
     trainer = Trainer(cfg, task, seed)
     metrics, evals = [], []
-    env_steps, update, flops = 0, 0, 0
+    env_steps, update = 0, 0
     status, reason = "ok", ""
     rollout_s = update_s = 0.0
     start = time.perf_counter()
@@ -231,39 +344,26 @@ def train(
         next_point = 1
         while env_steps < total_steps:
             t0 = time.perf_counter()
-            traj = task.collector.collect(task.policy, trainer.generator)
+            traj = task.collector.collect(task.policy, trainer.action_rng, total_steps - env_steps)
             t1 = time.perf_counter()
-            if update == 0:
-                with FlopCounterMode(display=False) as counter:
-                    row = trainer.update(traj, env_steps / total_steps)
-                flops = counter.get_total_flops()
-            else:
-                row = trainer.update(traj, env_steps / total_steps)
+            if traj is None or not _splittable(cfg, traj):
+                break
+            row = trainer.update(traj, env_steps / total_steps)
             t2 = time.perf_counter()
             env_steps += traj.env_steps
             update += 1
             rollout_s, update_s = rollout_s + (t1 - t0), update_s + (t2 - t1)
-            returns = traj.episode_returns
-            metrics.append(
-                {
-                    "update": update,
-                    "env_steps": env_steps,
-                    "rollout/ep_rew_mean": float(np.mean(returns)) if returns else math.nan,
-                    "rollout/ep_len_mean": float(np.mean(traj.episode_lengths)) if returns else math.nan,
-                    "rollout/episodes": len(returns),
-                    **traj.extra,
-                    **row,
-                    "time/rollout_s": t1 - t0,
-                    "time/update_s": t2 - t1,
-                    "time/fps": traj.env_steps / (t2 - t0),
-                }
-            )
+            metrics.append(_update_row(update, env_steps, traj, row, t0, t1, t2))
             if env_steps * eval_points >= total_steps * next_point:
                 next_point = min(eval_points, env_steps * eval_points // total_steps)
                 evals.append(
                     {"update": update, "env_steps": env_steps, "checkpoint": next_point, **task.evaluate(task.policy)}
                 )
                 next_point += 1
+        if next_point <= eval_points:
+            evals.append(
+                {"update": update, "env_steps": env_steps, "checkpoint": eval_points, **task.evaluate(task.policy)}
+            )
     except RunFault as fault:
         status, reason = fault.status, str(fault)
         if fault.env_step is not None:
@@ -287,13 +387,56 @@ def train(
         "env_steps_per_s": env_steps / wall if wall > 0 else math.nan,
         "params_policy": sum(p.numel() for p in task.policy.parameters()),
         "params_critic": sum(p.numel() for p in task.critic.parameters()) if task.critic else 0,
-        "flops_per_update": flops,
+        **_compute_summary(metrics, trainer),
         "peak_rss_mb": peak_rss_mb(),
         "grad_cosine_mean": _mean(metrics, "train/grad_cosine"),
         "grad_rel_var_mean": _mean(metrics, "train/grad_rel_var"),
         "grad_noise_scale": _ratio_of_sums(metrics, "train/grad_noise_trace", "train/grad_sq_norm"),
     }
     return RunResult(metrics=metrics, evals=evals, summary=summary)
+
+
+def _splittable(cfg: AlgoConfig, traj: Trajectories) -> bool:
+    """Whether the batch has at least as many units as the update splits it into."""
+    units = traj.mask.shape[0] if traj.sequence_units else traj.env_steps
+    return units >= max(cfg.minibatches, cfg.noise_splits)
+
+
+def _update_row(update: int, env_steps: int, traj: Trajectories, row: dict, t0: float, t1: float, t2: float) -> dict:
+    """One metrics.parquet row. rollout/ep_rew_mean is the mean return, as the learner is paid it, of the
+    episodes that finished in this batch (on TextGen the proxy reward; eval/return_mean is gold there)."""
+    returns = traj.episode_returns
+    return {
+        "update": update,
+        "env_steps": env_steps,
+        "rollout/ep_rew_mean": float(np.mean(returns)) if returns else math.nan,
+        "rollout/ep_len_mean": float(np.mean(traj.episode_lengths)) if returns else math.nan,
+        "rollout/episodes": len(returns),
+        **traj.extra,
+        **row,
+        "time/rollout_s": t1 - t0,
+        "time/update_s": t2 - t1,
+        "time/fps": traj.env_steps / (t2 - t0),
+    }
+
+
+def _compute_summary(metrics: list[dict], trainer: Trainer) -> dict[str, float]:
+    """Whole-run compute: total FLOPs (the sum of every update's train/flops), their mean per update and per
+    env step, and the memory an update needs: parameters + reference + optimizer state + the largest
+    saved-activation bytes of any step (update_memory_bytes, with its parts)."""
+    flops = sum(row["train/flops"] for row in metrics)
+    steps = metrics[-1]["env_steps"] if metrics else 0
+    memory = trainer.memory_bytes()
+    memory["activation_peak_bytes"] = int(max((row["train/activation_bytes"] for row in metrics), default=0))
+    return {
+        "flops_total": flops,
+        "flops_per_update": flops / len(metrics) if metrics else math.nan,
+        "flops_per_env_step": flops / steps if steps else math.nan,
+        "flops_counter_calls": trainer.flops.fresh,
+        "flops_count_s": trainer.flops.count_s,
+        "update_memory_bytes": sum(memory.values()),
+        **memory,
+    }
 
 
 def _mean(rows: list[dict], key: str) -> float:

@@ -205,12 +205,27 @@ def test_hand_written_loophole_beats_reference_on_proxy_and_loses_on_gold(sft_ca
     assert hack_gold.mean() < ref_gold.mean() - 0.1
 
 
+LOOPHOLE_SEEDS = range(5)
+
+
+@pytest.mark.slow
 def test_ppo_without_kl_finds_the_loophole_on_a_tiny_budget() -> None:
-    result = train(small("ppo", n_envs=8), ENV_ID, {}, seed=0, total_steps=10_000, eval_episodes=1, eval_points=1)
-    final = result.evals[-1]
-    assert final["eval/proxy_mean"] > final["eval/ref_proxy_mean"] + 0.2
-    assert final["eval/gold_mean"] < final["eval/ref_gold_mean"] - 0.1
-    assert result.metrics[-1]["textgen/kl_ref_seq"] > 1.0
+    """ppo without a KL term, 10k tokens, seeds 0–4: the proxy rises and the gold falls on every seed, by a clear
+    margin on average.
+
+    Measured on seeds 0–9 (AMD EPYC, AVX2): final proxy − reference proxy 0.46 on average, range [0.22, 0.53];
+    final gold − reference gold −0.26, range [−0.30, −0.09]; KL to the reference 2.9–13.9 nats per answer. Seed 0
+    is the slowest to hack (+0.22 / −0.09, KL 2.9), so a single-seed threshold at −0.1 sat on its rounding. The
+    per-seed bounds are the signs; the bounds on the means sit ≥ 5 standard errors of a 5-seed mean away."""
+    proxy, gold, kl = [], [], []
+    for seed in LOOPHOLE_SEEDS:
+        result = train(small("ppo", n_envs=8), ENV_ID, {}, seed, total_steps=10_000, eval_episodes=1, eval_points=1)
+        final = result.evals[-1]
+        proxy.append(final["eval/proxy_mean"] - final["eval/ref_proxy_mean"])
+        gold.append(final["eval/gold_mean"] - final["eval/ref_gold_mean"])
+        kl.append(result.metrics[-1]["textgen/kl_ref_seq"])
+    assert min(proxy) > 0 and max(gold) < 0 and min(kl) > 1.0, (proxy, gold, kl)
+    assert np.mean(proxy) > 0.2 and np.mean(gold) < -0.1, (proxy, gold)
 
 
 # ----------------------------------------------------------------------------------------------------------

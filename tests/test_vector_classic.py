@@ -169,3 +169,15 @@ def test_step_before_reset_and_bad_actions_are_errors() -> None:
         env.reset(seed=[1, 2, 3])
     with pytest.raises(ValueError, match="reset_mask"):
         env.reset(options={"reset_mask": np.array([True, False])})
+
+
+@pytest.mark.parametrize("env_id", sorted(VECTOR_ENTRY_POINTS))
+def test_the_collector_uses_the_batched_envs_with_per_env_seeds(env_id: str) -> None:
+    from rlbench.rollout import PER_ENV_SEEDED, make_vec_env
+
+    for fast in (False, True):
+        env = make_vec_env(env_id, 3, {}, fast=fast)
+        assert type(env).__name__ == VECTOR_ENTRY_POINTS[env_id].rsplit(":", 1)[1]
+        assert isinstance(env, PER_ENV_SEEDED)
+        env.close()
+    assert gym.registry[env_id].vector_entry_point is None, "the collector must not change Gymnasium's registry"
