@@ -1,5 +1,5 @@
-"""The five claims of DESIGN.md §1 as data: a table of tests, each two matrix columns, a per-run metric and a
-claimed direction, evaluated by one function into one row per (test, env) plus one combined row per test.
+"""The five claims (docs/claims-and-metrics.md) as data: a table of tests, each two matrix columns, a per-run
+metric and a claimed direction, evaluated by one function into one row per (test, env) plus one combined row per test.
 
 Per env the effect is a ratio or difference of a statistic of the two columns' runs, or the probability of
 improvement P(A > B) for rank-based metrics, with a 95% percentile interval of a two-sample bootstrap. The

@@ -474,7 +474,8 @@ def _claims_section(r: Results, s: Section) -> None:
     table, verdicts = r.claims, C.claim_verdicts(r.claims)
     n_inf = int(np.isinf(r.runs["grad_noise_scale"]).sum()) if "grad_noise_scale" in r.runs else 0
     s.text(
-        "Each claim of DESIGN.md §1 is a set of pre-registered tests (`reports/claims.py`, TESTS). A test compares "
+        "Each claim (`docs/claims-and-metrics.md`) is a set of pre-registered tests (`reports/claims.py`, TESTS). "
+        "A test compares "
         "two matrix columns; *differs in* lists the AlgoConfig fields in which their resolved configs differ, read "
         "from the runs' config.json. Per env: the effect with a 95% bootstrap interval and a verdict (supported / "
         f"contradicted when the interval excludes no effect; **{C.SMALL_N}** with fewer than {C.MIN_RUNS} finished "
