@@ -128,7 +128,12 @@ def run_end(outcome: Outcome) -> RunEnd:
     if outcome.status not in DONE:
         return RunEnd(outcome.status)
     summary = store.read_json(Path(outcome.run_dir) / store.SUMMARY)
-    return RunEnd(outcome.status, float(summary["final_return"]), float(summary["wall_time_s"]))
+    return RunEnd(outcome.status, _summary_float(summary["final_return"]), _summary_float(summary["wall_time_s"]))
+
+
+def _summary_float(value: float | None) -> float:
+    """A summary.json number; null, the store's spelling of NaN/inf (e.g. an env_nan run's final return), as NaN."""
+    return math.nan if value is None else float(value)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ class Preset:
 DEFAULT_ENVS = ("CartPole-v1", "Acrobot-v1", textgen.ENV_ID)
 PRESETS_BY_NAME: dict[str, Preset] = {
     "smoke": Preset("smoke", DEFAULT_ENVS, 2, 2, 2, "tiny budgets, for tests and trying the CLI (not for conclusions)"),
-    "quick": Preset("quick", DEFAULT_ENVS, 5, 10, 10, "the default: budgets at which the claims can be decided (measured times: README)"),
+    "quick": Preset("quick", DEFAULT_ENVS, 5, 10, 10, "the default: budgets that decide the claims (times: README)"),
     "full": Preset("full", tuple(BUILTIN_ENVS), 10, 20, 20, "longer budgets on every built-in env"),
 }
 
