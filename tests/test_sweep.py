@@ -11,7 +11,7 @@ import pytest
 
 MATRIX = [
     "--algos",
-    "all",
+    "pg,critic,ppo,ppo_kl,grpo",
     "--group-sizes",
     "4",
     "--envs",

@@ -213,10 +213,11 @@ def test_ppo_without_kl_finds_the_loophole_on_a_tiny_budget() -> None:
     """ppo without a KL term, 10k tokens, seeds 0–4: the proxy rises and the gold falls on every seed, by a clear
     margin on average.
 
-    Measured on seeds 0–9 (AMD EPYC, AVX2): final proxy − reference proxy 0.46 on average, range [0.22, 0.53];
-    final gold − reference gold −0.26, range [−0.30, −0.09]; KL to the reference 2.9–13.9 nats per answer. Seed 0
-    is the slowest to hack (+0.22 / −0.09, KL 2.9), so a single-seed threshold at −0.1 sat on its rounding. The
-    per-seed bounds are the signs; the bounds on the means sit ≥ 5 standard errors of a 5-seed mean away."""
+    Measured on seeds 0–9 (AMD EPYC, AVX2, the code of this commit): final proxy − reference proxy 0.48 on
+    average, range [0.32, 0.51], sd 0.06; final gold − reference gold −0.28, range [−0.31, −0.21], sd 0.03; KL to
+    the reference 8.0–14.5 nats per answer. (Before the training streams were separated, seed 0 hacked slowest,
+    gold −0.09: a single-seed threshold at −0.1 sat on its rounding.) The per-seed bounds are the signs; the bounds
+    on the means sit ≥ 5 standard errors of a 5-seed mean away from the measured means."""
     proxy, gold, kl = [], [], []
     for seed in LOOPHOLE_SEEDS:
         result = train(small("ppo", n_envs=8), ENV_ID, {}, seed, total_steps=10_000, eval_episodes=1, eval_points=1)
