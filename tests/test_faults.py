@@ -2,6 +2,11 @@
 healthy env in one sweep. Only the faulty runs fail, each with its status and reason on disk; the sweep exits
 non-zero listing every failure; re-running the same command keeps finished runs and redoes the failed ones.
 
+No test here depends on how fast the machine is: the sweeps without a hanging env run with no time limit, and
+the hanging env waits forever (after leaving a marker file that proves it got there), so only the executor's
+kill ends its run; a sweep with a hanging env gets a per-run limit of HANG_LIMIT_FACTOR × the longest run of the
+first sweep, measured on the machine at hand.
+
 The faults fire at step FAULT_AT of an env instance (counted across its episodes, mid-episode), i.e. after the
 pre-flight environment contract check, which steps each env a few hundred times in the CLI process, has passed:
 they model faults that only show up during training, which is what run isolation is for.
@@ -37,14 +42,17 @@ STREAMS = 8
 """Env instances per run in this sweep, all in lockstep: ppo's 8 envs, grpo-g2's 4 start states × 2."""
 STEPS = STREAMS * (FAULT_AT + EPISODE)
 """Env-step budget per run: every instance gets past FAULT_AT (ppo ~7 updates, grpo-g2 ~20)."""
-TIME_LIMIT = 8.0
-"""Per-run limit: the hanging run is killed after this; every other run here takes ~1–3 s."""
+HANG_LIMIT_FACTOR = 3
+"""Per-run limit of a sweep with a hanging env, as a multiple of the longest run of the first sweep (from its
+config.json to its summary.json, as the executor times it): healthy runs of the same budget finish well inside
+it on the machine at hand, and the hanging run reaches its hang (FAULT_AT steps, before the budget) first."""
 
 FAULTY_ENVS = textwrap.dedent(
     f'''
     """Tiny Box-observation / Discrete-action envs that misbehave at the {FAULT_AT}th step of an instance."""
     import os
-    import time
+    import threading
+    from pathlib import Path
 
     import gymnasium as gym
     import numpy as np
@@ -105,7 +113,8 @@ FAULTY_ENVS = textwrap.dedent(
 
     class Hang(Healthy):
         def fault(self, obs, reward):
-            time.sleep(600)
+            Path(os.environ["FAULTY_MARKERS"], f"hang-{{os.getpid()}}").touch()
+            threading.Event().wait()  # forever: only the executor's kill ends this run
             return obs, reward
 
 
@@ -120,6 +129,9 @@ FAULTY_ENVS = textwrap.dedent(
 )
 
 ALGOS = ["ppo", "grpo-g2"]
+SAFETY_S = 1800
+"""A stuck sweep fails the test after this instead of hanging CI (not a correctness limit: a sweep here takes
+well under a minute on the slowest machine of this kind measured)."""
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +149,7 @@ def rlbench_run(faulty_path: Path, out: Path, envs: list[str], *extra: str) -> s
     4 jobs on 2 cores: the two hanging runs sleep, so the others still get both cores meanwhile."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(faulty_path), env.get("PYTHONPATH")) if p)
+    env["FAULTY_MARKERS"] = str(markers_dir(out))
     args = [
         sys.executable,
         "-m",
@@ -160,7 +173,14 @@ def rlbench_run(faulty_path: Path, out: Path, envs: list[str], *extra: str) -> s
         str(out),
         *extra,
     ]
-    return subprocess.run(args, cwd=out.parent, env=env, capture_output=True, text=True, timeout=240, check=False)
+    return subprocess.run(args, cwd=out.parent, env=env, capture_output=True, text=True, timeout=SAFETY_S, check=False)
+
+
+def markers_dir(out: Path) -> Path:
+    """Where the envs of the sweep in `out` leave marker files (beside it, so it never looks like a run)."""
+    path = out.parent / f"{out.name}-markers"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def run_dir(out: Path, env: str, algo: str) -> Path:
@@ -192,20 +212,35 @@ def names_step(reason: str) -> bool:
     return "step" in reason and (single or bracket)
 
 
-ENVS = ["Hang-v0", "Healthy-v0", "Raise-v0", "NaNReward-v0", "Exit-v0"]
+ENVS = ["Healthy-v0", "Raise-v0", "NaNReward-v0", "Exit-v0"]
 
 
 @pytest.fixture(scope="module")
 def sweep(faulty_path, tmp_path_factory):
-    """The mixed sweep run twice: (out, first result, mtimes after it, second result, seconds per pass)."""
+    """The mixed sweep (no time limit) run twice: (out, first result, mtimes after it, second result, seconds of
+    its longest run)."""
     out = tmp_path_factory.mktemp("faults") / "sweep"
-    t0 = time.monotonic()
-    first = rlbench_run(faulty_path, out, ENVS, "--time-limit", str(TIME_LIMIT))
-    t1 = time.monotonic()
+    first = rlbench_run(faulty_path, out, ENVS)
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("**/*") if p.is_file()}
-    second = rlbench_run(faulty_path, out, ENVS, "--time-limit", str(TIME_LIMIT))
-    t2 = time.monotonic()
-    return out, first, mtimes, second, (t1 - t0, t2 - t1)
+    longest = longest_run_s(out)
+    second = rlbench_run(faulty_path, out, ENVS)
+    return out, first, mtimes, second, longest
+
+
+@pytest.fixture(scope="module")
+def hang_limit(sweep) -> float:
+    """Per-run limit for sweeps with a hanging env: HANG_LIMIT_FACTOR × the longest run of the first sweep on this
+    machine (measured before the rerun touches it)."""
+    return round(HANG_LIMIT_FACTOR * sweep[4], 1)
+
+
+@pytest.fixture(scope="module")
+def hang_sweep(faulty_path, tmp_path_factory, hang_limit):
+    """A hanging env beside a healthy one: (out, result, seconds)."""
+    out = tmp_path_factory.mktemp("hang") / "sweep"
+    t0 = time.monotonic()
+    result = rlbench_run(faulty_path, out, ["Hang-v0", "Healthy-v0"], "--time-limit", f"{hang_limit:g}")
+    return out, result, time.monotonic() - t0
 
 
 def test_worker_processes_can_import_the_env_package(sweep):
@@ -261,18 +296,21 @@ def test_worker_exit_is_failed_with_its_exit_code(sweep):
         assert failure.get("exit_code") == 3, failure
 
 
-def test_hanging_run_is_killed_at_the_time_limit(sweep):
-    out, _, _, _, (first_s, _) = sweep
+def test_hanging_run_is_killed_at_the_time_limit_and_blocks_no_other_run(hang_sweep, hang_limit):
+    out, result, seconds = hang_sweep
+    assert result.returncode == 1, result.stdout + result.stderr
     for algo in ALGOS:
         d = run_dir(out, "Hang-v0", algo)
         assert not (d / "summary.json").exists()
         failure = read(d / "failure.json")
         assert failure["status"] == "failed"
-        assert "timeout" in failure["reason"] and f"{TIME_LIMIT:g}" in failure["reason"], failure
-    assert first_s < 4 * TIME_LIMIT + 60, f"the sweep took {first_s:.0f} s: was the hang really killed?"
+        assert failure["reason"] == f"timeout: exceeded the per-run limit of {hang_limit:g} s", failure
+        assert read(run_dir(out, "Healthy-v0", algo) / "summary.json")["status"] == "ok"
+    assert len(list(markers_dir(out).glob("hang-*"))) == len(ALGOS), "every hanging run reached its hang"
+    assert seconds >= hang_limit  # and stayed there until the kill
 
 
-FAILED = [(env, algo) for env in ("Hang-v0", "Raise-v0", "Exit-v0") for algo in ALGOS]
+FAILED = [(env, algo) for env in ("Raise-v0", "Exit-v0") for algo in ALGOS]
 FINISHED = [(env, algo) for env in ("Healthy-v0", "NaNReward-v0") for algo in ALGOS]
 
 
@@ -331,12 +369,28 @@ def test_markup_like_exception_text_is_reported_verbatim(more_faults_sweep):
     assert flat(reason) in flat(result.stderr), result.stderr
 
 
+def longest_run_s(out: Path) -> float:
+    """The longest finished run of a sweep, from its config.json to its summary.json (as the executor times it)."""
+    return max(
+        (d / "summary.json").stat().st_mtime - (d / "config.json").stat().st_mtime
+        for d in (p.parent for p in out.glob("**/summary.json"))
+    )
+
+
 @pytest.fixture(scope="module")
 def ray_sweep(faulty_path, tmp_path_factory):
     pytest.importorskip("ray")
     out = tmp_path_factory.mktemp("ray") / "sweep"
-    envs = ["Healthy-v0", "Raise-v0", "Exit-v0", "Hang-v0"]
-    return out, rlbench_run(faulty_path, out, envs, "--executor", "ray", "--time-limit", f"{TIME_LIMIT:g}")
+    return out, rlbench_run(faulty_path, out, ["Healthy-v0", "Raise-v0", "Exit-v0"], "--executor", "ray")
+
+
+@pytest.fixture(scope="module")
+def ray_hang_sweep(faulty_path, tmp_path_factory, ray_sweep):
+    """Hanging runs on Ray, with HANG_LIMIT_FACTOR × the longest run of the Ray sweep (Ray's worker start-up
+    included) as the limit: (out, result, limit)."""
+    limit = round(HANG_LIMIT_FACTOR * longest_run_s(ray_sweep[0]), 1)
+    out = tmp_path_factory.mktemp("rayhang") / "sweep"
+    return out, rlbench_run(faulty_path, out, ["Hang-v0"], "--executor", "ray", "--time-limit", f"{limit:g}"), limit
 
 
 def test_ray_executor_isolates_each_failure(ray_sweep):
@@ -349,7 +403,14 @@ def test_ray_executor_isolates_each_failure(ray_sweep):
         assert 'File "' in raised["traceback"] and "\x1b" not in raised["traceback"], raised
         died = read(run_dir(out, "Exit-v0", algo) / "failure.json")
         assert "worker died" in died["reason"], died
-        hung = read(run_dir(out, "Hang-v0", algo) / "failure.json")
-        assert "timeout" in hung["reason"], hung
-    for env in ("Raise-v0", "Exit-v0", "Hang-v0"):
+    for env in ("Raise-v0", "Exit-v0"):
         assert f"faultyenvs--{env}" in flat(result.stderr)
+
+
+def test_ray_executor_kills_a_hanging_run_at_the_time_limit(ray_hang_sweep):
+    out, result, limit = ray_hang_sweep
+    assert result.returncode == 1, result.stdout + result.stderr
+    for algo in ALGOS:
+        hung = read(run_dir(out, "Hang-v0", algo) / "failure.json")
+        assert hung["reason"] == f"timeout: exceeded the per-run limit of {limit:g} s", hung
+    assert len(list(markers_dir(out).glob("hang-*"))) == len(ALGOS), "every hanging run reached its hang"
