@@ -123,6 +123,11 @@ class AlgoConfig:
                 raise ValueError(f"{self.name}.collect = {self.collect!r}: the group advantage needs 'episodes'")
 
     @property
+    def grouped(self) -> bool:
+        """Whether episodes come in groups of group_size that share a start (a seeded reset, or a prompt)."""
+        return self.collect == "episodes" and self.group_size > 1
+
+    @property
     def uses_critic(self) -> bool:
         """Whether a value network is trained (the `baseline` and `gae` estimators need one)."""
         return self.advantage in ("baseline", "gae")

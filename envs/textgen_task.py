@@ -1,10 +1,12 @@
 """TextGen in the shared training loop: the task builder, the batched collector and the evaluator.
 
-Budget rule (issue 3, "groups"): an update generates `n_envs × group_size` completions for a group algorithm
-(n_envs prompts, each sampled G times, rows j·G … j·G+G−1 sharing prompt j) and `n_envs × SEQS_PER_PROMPT`
-completions of distinct prompts for every other algorithm, so the others see exactly GRPO-G8's batch size.
-Every run has the same budget of env steps = generated tokens (EOS included); `collect` and `n_steps` are
-not used on TextGen, since every completion is one whole episode that ends terminally (last_inputs = None).
+Budget rule (issue 3, "groups"): an update generates `n_envs × group_size` completions for a grouped algorithm
+(`AlgoConfig.grouped`: GRPO's family and its critic-baseline control; n_envs prompts, each sampled G times, rows
+j·G … j·G+G−1 sharing prompt j), as the Gymnasium collector repeats each start seed G times, and
+`n_envs × SEQS_PER_PROMPT` completions of distinct prompts for every other algorithm, so the others see exactly
+GRPO-G8's batch size. Every run has the same budget of env steps = generated tokens (EOS included); `collect`
+and `n_steps` are not used on TextGen, since every completion is one whole episode that ends terminally
+(last_inputs = None).
 """
 
 from __future__ import annotations
@@ -68,9 +70,8 @@ class TextGenCollector:
     def __init__(self, cfg: TextGenConfig, algo: AlgoConfig, seed: int, reference: TokenLM) -> None:
         self.cfg, self.reference = cfg, reference
         self.rng = np_stream(seed, "prompts")
-        grouped = algo.advantage == "group"
-        self.repeat = algo.group_size if grouped else 1
-        self.prompts_per_update = algo.n_envs if grouped else algo.n_envs * SEQS_PER_PROMPT
+        self.repeat = algo.group_size if algo.grouped else 1
+        self.prompts_per_update = algo.n_envs if algo.grouped else algo.n_envs * SEQS_PER_PROMPT
 
     def collect(self, policy: TokenLM, generator: torch.Generator, budget: int | None = None) -> Trajectories | None:
         """One update's completions; with `budget`, only the leading whole groups (whole completions for a

@@ -210,12 +210,12 @@ def run_locked(cells: list[Cell], out: Path, runner, force_new: bool, workers: i
 
 
 def contract_problems(cells: list[Cell]) -> list[str]:
-    """Each env of the matrix against rlbench's contract (seeded resets only where a group algorithm runs)."""
+    """Each env of the matrix against rlbench's contract (seeded resets only where a grouped algorithm runs)."""
     problems = []
     needs = {}
     for cell in cells:
         key = (cell.env_id, json.dumps(cell.env_kwargs, sort_keys=True))
-        needs[key] = needs.get(key, False) or cell.algo.advantage == "group"
+        needs[key] = needs.get(key, False) or cell.algo.grouped
     for (env_id, kwargs), seeded in needs.items():
         for check in check_contract_isolated(env_id, json.loads(kwargs), seeded_reset=seeded):
             if not check.ok:

@@ -304,7 +304,7 @@ def _columns(name: str, group_sizes: list[int]) -> list[tuple[str, AlgoConfig]]:
     base = PRESETS[name]
     if base.advantage == "group":
         sizes = list(group_sizes)
-    elif base.collect == "episodes" and base.group_size > 1:
+    elif base.grouped:
         sizes = [g for g in group_sizes if g in CONTROL_GROUP_SIZES] or list(group_sizes)
     else:
         return [(name, base)]

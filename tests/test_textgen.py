@@ -150,6 +150,19 @@ def test_budget_rule_matches_group_and_non_group_batches(sft_cache: SFTModel) ->
     assert sizes["grpo"].prompts_per_update == 16 and sizes["grpo"].repeat == 8
 
 
+def test_the_critic_baseline_control_collects_the_same_groups_as_grpo(sft_cache: SFTModel) -> None:
+    """C5 holds the collection fixed: grpo_critic at G draws grpo's prompts, each sampled G times."""
+    batches = {
+        name: TextGenCollector(TextGenConfig(), small(name, group_size=4), 0, sft_cache.model).collect(
+            sft_cache.copy(), torch.Generator().manual_seed(0)
+        )
+        for name in ("grpo", "grpo_critic")
+    }
+    prompts = {name: traj.inputs["prompt"] for name, traj in batches.items()}
+    assert torch.equal(prompts["grpo"], prompts["grpo_critic"])
+    assert torch.equal(prompts["grpo_critic"][0::4], prompts["grpo_critic"][3::4])
+
+
 def test_held_out_prompts_are_never_sampled_for_training() -> None:
     cfg = TextGenConfig()
     held = {tuple(p) for p in eval_prompts(cfg).tolist()}
