@@ -26,11 +26,14 @@ MATRIX = [
 
 
 def rlbench(*args: str, **kwargs) -> subprocess.Popen:
+    """`rlbench run` of MATRIX, with Ctrl-C's default meaning even when the suite itself was started in the
+    background (a non-interactive shell starts background jobs with SIGINT ignored, and children inherit that)."""
     return subprocess.Popen(
         [sys.executable, "-m", "rlbench.cli", "run", *MATRIX, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         **kwargs,
     )
 
