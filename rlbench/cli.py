@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -27,7 +28,9 @@ from rlbench.matrix import (
     Cell,
     MatrixError,
     build_cells,
+    check_batches,
     check_env_id,
+    check_size,
     get_preset,
     import_env_modules,
     load_matrix_file,
@@ -106,10 +109,12 @@ def run(
             raise MatrixError("give either --seeds or --seed-list, not both")
         if seeds is not None and seeds <= 0:
             raise MatrixError(f"--seeds must be > 0, got {seeds}")
+        if seeds is not None:
+            check_size(seeds, "seeds")
         if jobs <= 0:
             raise MatrixError(f"--jobs must be > 0, got {jobs}")
-        if time_limit is not None and time_limit <= 0:
-            raise MatrixError(f"--time-limit must be > 0, got {time_limit}")
+        if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
+            raise MatrixError(f"--time-limit must be a finite number of seconds > 0, got {time_limit}")
         runner = make_executor(executor, jobs, time_limit, ray_address)
         if seed_list is not None:
             seed_values = parse_ints(seed_list, "--seed-list")
@@ -139,6 +144,7 @@ def run(
             else list(spec.get("group_sizes", DEFAULT_GROUP_SIZES)),
             sets=spec.get("set", []) + [parse_set(item) for item in set_],
         )
+        check_batches(cells)
         console.print(f"checking {len({c.env_id for c in cells})} env(s) against rlbench's contract …", highlight=False)
         problems = contract_problems(cells)
         if problems:

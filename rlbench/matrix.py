@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,10 @@ PRESETS_BY_NAME: dict[str, Preset] = {
 }
 
 DEFAULT_GROUP_SIZES = (2, 4, 8, 16)
+
+MAX_CELLS = 100_000
+"""Largest matrix accepted: at a few seconds per run, more would take weeks on one machine, and a typo (an extra
+zero in --seeds) should be refused at once rather than spend minutes building cells."""
 
 DEFAULT_ALGOS = ("pg", "pg_centred", "critic", "ppo", "ppo_noclip", "ppo_kl", "grpo", "grpo_critic")
 """What `--algos all` runs: the ladder plus the control columns the claims' primary tests compare it with."""
@@ -247,13 +252,14 @@ def build_cells(
     built-in overrides, then `sets` (`FIELD` for every algorithm, `ALGO.FIELD`, `ALGO-gG.FIELD`).
     """
     preset = get_preset(preset_name)
+    check_size(len(seeds or []), "seeds")
     for what, values in (
         ("algorithm", algos),
         ("seed", seeds or []),
         ("group size", group_sizes),
         ("env", [r.id for r in envs or []]),
     ):
-        repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+        repeated = sorted({str(v) for v, n in Counter(values).items() if n > 1})
         if repeated:
             raise MatrixError(f"{what} {', '.join(repeated)} is listed twice; each cell of the matrix runs once")
     algo_names = resolve_algos(algos)
@@ -272,6 +278,7 @@ def build_cells(
         raise MatrixError(f"group sizes must be >= 2 (a group needs two samples to give a baseline), got {bad_g}")
 
     columns = [column for name in algo_names for column in _columns(name, group_sizes)]
+    check_size(len(columns) * len(requests) * len(seeds), "cells (columns × envs × seeds)")
     names = algo_names + [c.name for _, c in columns]
     overrides = group_overrides(sets, names)
 
@@ -309,6 +316,25 @@ def _columns(name: str, group_sizes: list[int]) -> list[tuple[str, AlgoConfig]]:
     else:
         return [(name, base)]
     return [(name, base.replace(name=f"{name}-g{g}", group_size=g)) for g in sizes]
+
+
+def check_size(count: int, what: str) -> None:
+    """MatrixError when a matrix would hold more than MAX_CELLS of something."""
+    if count > MAX_CELLS:
+        raise MatrixError(f"the matrix would have {count:,} {what}; at most {MAX_CELLS:,} are allowed")
+
+
+def check_batches(cells: list[Cell]) -> None:
+    """MatrixError for a cell whose single update collects more env steps than its whole budget: n_envs × n_steps
+    in `steps` mode, at least one step per episode (n_envs × group_size) in `episodes` mode."""
+    for cell in cells:
+        algo = cell.algo
+        least = algo.n_envs * algo.n_steps if algo.collect == "steps" else algo.streams
+        if least > cell.steps:
+            raise MatrixError(
+                f"{algo.name} on {cell.env_id}: one update collects at least {least:,} env steps, more than the "
+                f"run's whole budget of {cell.steps:,}; raise --steps or lower n_envs/n_steps/--group-sizes"
+            )
 
 
 def algo_for(name: str, env_id: str, group_size: int = 8) -> AlgoConfig:

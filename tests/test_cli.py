@@ -40,6 +40,16 @@ ONE_PG_RUN = ["run", "--preset", "smoke", "--algos", "pg", "--envs", "CartPole-v
         (["--group-sizes", "4,4"], ["group size", "4", "twice"]),
         (["--set", "pg.value_epochs=3"], ["value_epochs", "needs a critic"]),
         (["--set", "ppo.clip=none", "--set", "ppo.clip_high=0.3"], ["clip_high", "needs a clip"]),
+        (["--seeds", "1000000000"], ["1,000,000,000 seeds", "at most 100,000"]),
+        (["--seed-list", ",".join(map(str, range(100_001)))], ["100,001 seeds", "at most 100,000"]),
+        (["--algos", "all", "--seeds", "10000"], ["cells", "at most 100,000"]),
+        (
+            ["--algos", "grpo", "--envs", "Pendulum-v1", "--group-sizes", "100000"],
+            ["grpo-g100000 on Pendulum-v1", "400,000", "budget of 3,000"],
+        ),
+        (["--algos", "ppo", "--steps", "100"], ["ppo on", "512 env steps", "budget of 100"]),
+        (["--time-limit", "nan"], ["--time-limit", "finite", "nan"]),
+        (["--time-limit", "inf"], ["--time-limit", "finite", "inf"]),
     ],
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, args, words):
