@@ -405,7 +405,7 @@ def list_() -> None:
             "yes" if name in DEFAULT_ALGOS else "",
             ", ".join(serves(name)),
             cfg.advantage,
-            cfg.policy_loss,
+            "ratio (no clip)" if cfg.policy_loss == "clip" and cfg.clip is None else cfg.policy_loss,
             "yes" if cfg.uses_critic else "no",
             f"{cfg.kl_coef:g}",
             cfg.collect,

@@ -124,7 +124,16 @@ class Cell:
 
 
 def parse_list(text: str, what: str) -> list[str]:
-    items = [x.strip() for x in text.split(",") if x.strip()]
+    """Comma-separated items; commas inside [...] belong to their item (`ppo[clip=none,epochs=1],grpo`)."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text + ","):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(text[start:i].strip())
+            start = i + 1
+    if depth != 0:
+        raise MatrixError(f"unbalanced brackets in {what} list {text!r}")
+    items = [x for x in items if x]
     if not items:
         raise MatrixError(f"empty {what} list {text!r}")
     return items
@@ -183,6 +192,48 @@ def resolve_algos(names: list[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class ColumnRequest:
+    """A matrix column as the user asked for it: a preset, settings of its own, and optionally a name of its own.
+
+    Written `PRESET` or `PRESET[FIELD=VALUE,...]` in --algos; a matrix file's `[columns.NAME]` table gives the name.
+    """
+
+    preset: str
+    settings: tuple[tuple[str, Any], ...] = ()
+    name: str | None = None
+
+
+def parse_column(entry: str | ColumnRequest) -> list[ColumnRequest]:
+    """An --algos entry → its column requests (`all` → the default columns); names and fields checked."""
+    if isinstance(entry, ColumnRequest):
+        requests = [entry]
+    elif entry == "all":
+        requests = [ColumnRequest(name) for name in DEFAULT_ALGOS]
+    else:
+        preset, bracket, rest = entry.partition("[")
+        if bracket and not rest.endswith("]"):
+            raise MatrixError(f"algorithm {entry!r}: expected PRESET or PRESET[FIELD=VALUE,...]")
+        items = parse_list(rest[:-1], f"settings of {entry!r}") if bracket else []
+        requests = [ColumnRequest(preset.strip(), tuple(parse_set(item) for item in items))]
+    for request in requests:
+        resolve_algos([request.preset])
+        for key, _ in request.settings:
+            if key not in FIELDS or key == "name":
+                allowed = ", ".join(f for f in FIELDS if f != "name")
+                raise MatrixError(f"setting {key!r} of {request.preset}: unknown field; allowed: {allowed}")
+    return requests
+
+
+def settings_label(changes: dict[str, Any]) -> str:
+    """`[clip=none,epochs=1]` for {"clip": None, "epochs": 1} (sorted by field), "" for no changes."""
+    if not changes:
+        return ""
+    shown = {None: "none", True: "true", False: "false"}
+    parts = [f"{k}={shown.get(v, v) if isinstance(v, (bool, type(None))) else v}" for k, v in sorted(changes.items())]
+    return "[" + ",".join(parts) + "]"
+
+
+@dataclass(frozen=True)
 class EnvRequest:
     """An env as the user asked for it: id, constructor kwargs, and an optional budget of its own."""
 
@@ -238,7 +289,7 @@ def check_env_id(env_id: str) -> None:
 
 
 def build_cells(
-    algos: list[str],
+    algos: list[str | ColumnRequest],
     envs: list[EnvRequest] | None,
     preset_name: str,
     seeds: list[int] | None,
@@ -249,12 +300,13 @@ def build_cells(
     """Expand the user's choices into validated cells; raises MatrixError naming the first bad value.
 
     Budget per env: `steps`, else the env request's own, else the preset's. Settings apply in order: the env's
-    built-in overrides, then `sets` (`FIELD` for every algorithm, `ALGO.FIELD`, `ALGO-gG.FIELD`).
+    built-in overrides, then `sets` (`FIELD` for every algorithm, `ALGO.FIELD`, `ALGO-gG.FIELD`), then a column's
+    own settings. A column whose settings differ from its preset's on that env is named by them
+    (`ppo[clip=none]`), so two different configs never share a column name.
     """
     preset = get_preset(preset_name)
     check_size(len(seeds or []), "seeds")
     for what, values in (
-        ("algorithm", algos),
         ("seed", seeds or []),
         ("group size", group_sizes),
         ("env", [r.id for r in envs or []]),
@@ -262,9 +314,9 @@ def build_cells(
         repeated = sorted({str(v) for v, n in Counter(values).items() if n > 1})
         if repeated:
             raise MatrixError(f"{what} {', '.join(repeated)} is listed twice; each cell of the matrix runs once")
-    algo_names = resolve_algos(algos)
-    requests = envs if envs is not None else resolve_envs(list(preset.envs))
-    for request in requests:
+    requests = [request for entry in algos for request in parse_column(entry)]
+    env_requests = envs if envs is not None else resolve_envs(list(preset.envs))
+    for request in env_requests:
         check_env_id(request.id)
         if request.steps is not None and (not _is_int(request.steps) or request.steps <= 0):
             raise MatrixError(f"steps for {request.id} must be > 0, got {request.steps}")
@@ -277,45 +329,83 @@ def build_cells(
     if bad_g:
         raise MatrixError(f"group sizes must be >= 2 (a group needs two samples to give a baseline), got {bad_g}")
 
-    columns = [column for name in algo_names for column in _columns(name, group_sizes)]
-    check_size(len(columns) * len(requests) * len(seeds), "cells (columns × envs × seeds)")
-    names = algo_names + [c.name for _, c in columns]
-    overrides = group_overrides(sets, names)
+    columns = [column for request in requests for column in _columns(request, group_sizes)]
+    check_size(len(columns) * len(env_requests) * len(seeds), "cells (columns × envs × seeds)")
+    _check_explicit_names(requests)
+    targets = list(dict.fromkeys(r.preset for r in requests)) + [c.name for _, c, _ in columns]
+    overrides = group_overrides(sets, targets)
 
     cells = []
-    for request in requests:
-        entry = BUILTIN_ENVS.get(request.id)
-        budget = steps or request.steps or (entry.budgets if entry else _custom_budgets())[preset.name]
-        env_overrides = group_overrides(list(entry.algo_overrides.items()) if entry else [], list(PRESETS) + names)
-        for family, cfg in columns:
-            changes = {}
-            ablated = CONTROLS.get(family, family)
-            for level in (env_overrides, overrides):
-                changes.update({**level.get(None, {}), **level.get(ablated, {}), **level.get(family, {})})
-                changes.update(level.get(cfg.name, {}))
+    for env_request in env_requests:
+        entry = BUILTIN_ENVS.get(env_request.id)
+        budget = steps or env_request.steps or (entry.budgets if entry else _custom_budgets())[preset.name]
+        env_overrides = group_overrides(list(entry.algo_overrides.items()) if entry else [], list(PRESETS) + targets)
+        names: dict[str, str] = {}
+        for request, cfg, own in columns:
+            ablated = CONTROLS.get(request.preset, request.preset)
+            env_changes, user_changes = (
+                {
+                    **level.get(None, {}),
+                    **level.get(ablated, {}),
+                    **level.get(request.preset, {}),
+                    **level.get(cfg.name, {}),
+                }
+                for level in (env_overrides, overrides)
+            )
+            # A column's own settings win over --set; the name lists what differs from the preset on this env
+            # (for an explicitly named column: what --set changed beyond the column's own settings).
+            changes = {**user_changes, **own}
             try:
-                resolved = cfg.replace(**changes)
+                base = cfg.replace(**env_changes)
+                reference = base.replace(**own) if request.name else base
+                renamed = {k: v for k, v in changes.items() if getattr(reference, k) != v}
+                resolved = base.replace(**changes, name=cfg.name + settings_label(renamed))
             except (ValueError, TypeError) as err:
                 raise MatrixError(f"invalid setting for {cfg.name}: {err}") from None
+            if resolved.name in names:
+                raise MatrixError(
+                    f"column {resolved.name!r} is listed twice on {env_request.id} (as {names[resolved.name]} and "
+                    f"{_describe(request)}); each column of the matrix runs once"
+                )
+            names[resolved.name] = _describe(request)
             for seed in seeds:
                 points = entry.eval_points if entry and entry.eval_points else preset.eval_points
                 cells.append(
-                    Cell(resolved, request.id, seed, budget, preset.eval_episodes, points, dict(request.kwargs))
+                    Cell(resolved, env_request.id, seed, budget, preset.eval_episodes, points, dict(env_request.kwargs))
                 )
     return cells
 
 
-def _columns(name: str, group_sizes: list[int]) -> list[tuple[str, AlgoConfig]]:
-    """(family, config) of preset `name`'s matrix columns: one per G for group presets (`name-gG`), one per
+def _describe(request: ColumnRequest) -> str:
+    return request.name or request.preset + settings_label(dict(request.settings))
+
+
+def _check_explicit_names(requests: list[ColumnRequest]) -> None:
+    """An explicit column name must not read as a preset's column (`ppo`, `grpo-g4`, `ppo[...]`)."""
+    for request in requests:
+        if request.name is None:
+            continue
+        stem = request.name.split("[")[0].rsplit("-g", 1)[0]
+        if stem in PRESETS or not request.name or "[" in request.name or "/" in request.name:
+            raise MatrixError(
+                f"column name {request.name!r}: names of presets, brackets and slashes are reserved; "
+                "choose a name of your own, e.g. ppo_wide"
+            )
+
+
+def _columns(request: ColumnRequest, group_sizes: list[int]) -> list[tuple[ColumnRequest, AlgoConfig, dict[str, Any]]]:
+    """(request, config, its own settings) of a column request: one per G for group presets (`name-gG`), one per
     CONTROL_GROUP_SIZES G for a group collection without the group advantage, else the preset itself."""
-    base = PRESETS[name]
+    base = PRESETS[request.preset]
+    own = dict(request.settings)
+    name = request.name or request.preset
     if base.advantage == "group":
         sizes = list(group_sizes)
     elif base.grouped:
         sizes = [g for g in group_sizes if g in CONTROL_GROUP_SIZES] or list(group_sizes)
     else:
-        return [(name, base)]
-    return [(name, base.replace(name=f"{name}-g{g}", group_size=g)) for g in sizes]
+        return [(request, base.replace(name=name), own)]
+    return [(request, base.replace(name=f"{name}-g{g}", group_size=g), own) for g in sizes]
 
 
 def check_size(count: int, what: str) -> None:
@@ -347,7 +437,18 @@ def _custom_budgets() -> dict[str, int]:
     return BUILTIN_ENVS["CartPole-v1"].budgets
 
 
-MATRIX_KEYS = {"preset", "algos", "envs", "env_modules", "seeds", "seed_list", "steps", "group_sizes", "set"}
+MATRIX_KEYS = {
+    "preset",
+    "algos",
+    "columns",
+    "envs",
+    "env_modules",
+    "seeds",
+    "seed_list",
+    "steps",
+    "group_sizes",
+    "set",
+}
 ENV_KEYS = {"id", "kwargs", "steps"}
 
 
@@ -362,6 +463,7 @@ def _list_of(kind):
 MATRIX_TYPES = {
     "preset": ("a string", lambda v: isinstance(v, str)),
     "algos": ("a list of names", _list_of(str)),
+    "columns": ("a table of NAME = { algo = PRESET, FIELD = VALUE, ... }", lambda v: isinstance(v, dict)),
     "envs": ("a list of ids or [[envs]] tables", lambda v: isinstance(v, list)),
     "env_modules": ("a list of module names", _list_of(str)),
     "seeds": ("a positive integer", lambda v: _is_int(v) and v > 0),
@@ -406,7 +508,17 @@ def load_matrix_file(path: Path) -> dict[str, Any]:
         data["envs"] = requests
     if "set" in data:
         data["set"] = list(_flatten(data["set"]))
+    if "columns" in data:
+        data["algos"] = data.get("algos", []) + [_named_column(path, n, t) for n, t in data.pop("columns").items()]
     return data
+
+
+def _named_column(path: Path, name: str, table: Any) -> ColumnRequest:
+    """`[columns.NAME]` with `algo = PRESET` and settings → a column request carrying the user's name."""
+    if not isinstance(table, dict) or not isinstance(table.get("algo"), str):
+        raise MatrixError(f"matrix file {path}: columns.{name} needs algo = PRESET (and optional FIELD = VALUE)")
+    settings = tuple(parse_set(f"{k}={v}") if isinstance(v, str) else (k, v) for k, v in table.items() if k != "algo")
+    return ColumnRequest(table["algo"], settings, name)
 
 
 def _flatten(table: dict[str, Any], prefix: str = ""):

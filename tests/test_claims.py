@@ -132,7 +132,7 @@ def test_a_control_takes_the_settings_of_the_preset_it_ablates() -> None:
     cells = build_cells(["grpo", "grpo_critic"], None, "smoke", [0], None, [4], [("grpo.lr", 3e-4)])
     assert {(c.env_id, c.algo.lr) for c in cells} == {(env, 3e-4) for env in DEFAULT_ENVS}
     textgen = {c.algo.name: c.algo.kl_coef for c in cells if "TextGen" in c.env_id}
-    assert textgen == {"grpo-g4": 1.0, "grpo_critic-g4": 1.0}  # TextGen's grpo β reaches the control too
+    assert textgen == {"grpo-g4[lr=0.0003]": 1.0, "grpo_critic-g4[lr=0.0003]": 1.0}  # TextGen's grpo β too
 
 
 def test_the_default_matrix_has_every_column_the_claims_compare() -> None:

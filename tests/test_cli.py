@@ -35,7 +35,10 @@ ONE_PG_RUN = ["run", "--preset", "smoke", "--algos", "pg", "--envs", "CartPole-v
         (["--set", "ppo.advantage=magic"], ["advantage", "magic", "'gae'"]),
         (["--set", "grpo.group_size=1"], ["group_size", "G >= 2"]),
         (["--set", "epochs=fast"], ["epochs", "fast", "int"]),
-        (["--algos", "pg,pg"], ["algorithm", "pg", "twice"]),
+        (["--algos", "pg,pg"], ["column 'pg'", "twice"]),
+        (["--algos", "ppo,ppo[clip=0.2]"], ["column 'ppo'", "twice", "ppo[clip=0.2]"]),
+        (["--algos", "ppo[foo=1]"], ["foo", "unknown field", "allowed", "clip"]),
+        (["--algos", "ppo[clip=none"], ["unbalanced", "ppo[clip=none"]),
         (["--seed-list", "1,1"], ["seed", "1", "twice"]),
         (["--group-sizes", "4,4"], ["group size", "4", "twice"]),
         (["--set", "pg.value_epochs=3"], ["value_epochs", "needs a critic"]),
@@ -77,6 +80,7 @@ def test_list_shows_algorithms_envs_and_presets():
         "quick",
         "full",
         "100,000",
+        "ratio (no clip)",  # ppo_noclip's policy loss
     ):
         assert word in result.output
 
@@ -101,16 +105,22 @@ def test_a_locked_sweep_directory_is_refused(tmp_path):
 
 
 def test_resuming_with_a_different_config_is_refused_unless_forced(tmp_path):
-    args = [*ONE_PG_RUN, "--steps", "300", "--out", str(tmp_path)]
-    assert runner.invoke(app, args).exit_code == 0
+    """A changed budget keeps the column's name (and so its run directories): resuming is refused. A changed
+    setting is a column of its own (`pg[lr=0.01]`) beside the old one."""
+    args = [*ONE_PG_RUN, "--out", str(tmp_path)]
+    assert runner.invoke(app, [*args, "--steps", "300"]).exit_code == 0
     summary = tmp_path / "CartPole-v1" / "pg" / "seed0" / "summary.json"
     before = summary.read_text()
-    refused = runner.invoke(app, [*args, "--set", "pg.lr=0.01"])
+    refused = runner.invoke(app, [*args, "--steps", "400"])
     assert refused.exit_code == 2 and "different config" in refused.output
     assert summary.read_text() == before
-    forced = runner.invoke(app, [*args, "--set", "pg.lr=0.01", "--force-new"])
+    forced = runner.invoke(app, [*args, "--steps", "400", "--force-new"])
     assert forced.exit_code == 0, forced.output
-    assert '"lr": 0.01' in (summary.parent / "config.json").read_text()
+    assert '"steps": 400' in (summary.parent / "config.json").read_text()
+    ablated = runner.invoke(app, [*args, "--steps", "400", "--set", "pg.lr=0.01"])
+    assert ablated.exit_code == 0, ablated.output
+    assert '"lr": 0.01' in (tmp_path / "CartPole-v1" / "pg[lr=0.01]" / "seed0" / "config.json").read_text()
+    assert '"steps": 400' in (summary.parent / "config.json").read_text()
 
 
 def test_an_output_path_that_is_a_file_is_a_clear_error(tmp_path):
@@ -126,6 +136,7 @@ def test_matrix_file_sets_envs_budgets_and_overrides_and_flags_win(tmp_path):
     spec.write_text(
         'preset = "smoke"\nalgos = ["pg", "grpo"]\ngroup_sizes = [2]\nseed_list = [4]\n'
         '[set]\n"grpo.kl_coef" = 0.0\npg = { lr = 0.002 }\n'
+        '[columns.pg_fast]\nalgo = "pg"\nlr = 0.01\n'
         '[[envs]]\nid = "CartPole-v1"\nsteps = 300\n'
         '[[envs]]\nid = "FrozenLake-v1"\nkwargs = { is_slippery = false }\nsteps = 200\n'
     )
@@ -136,11 +147,13 @@ def test_matrix_file_sets_envs_budgets_and_overrides_and_flags_win(tmp_path):
 
     sweep = json.loads((out / "sweep.json").read_text())
     cells = {(c["env_id"], c["algo"]["name"]): c for c in sweep["cells"]}
-    assert set(cells) == {(e, a) for e in ("CartPole-v1", "FrozenLake-v1") for a in ("pg", "grpo-g2")}
-    assert cells["FrozenLake-v1", "pg"]["env_kwargs"] == {"is_slippery": False}
-    assert cells["FrozenLake-v1", "pg"]["steps"] == 200 and cells["CartPole-v1", "pg"]["steps"] == 300
-    assert cells["CartPole-v1", "grpo-g2"]["algo"]["kl_coef"] == 0.0
-    assert cells["CartPole-v1", "pg"]["algo"]["lr"] == 0.003  # the flag overrides the file
+    pg, grpo = "pg[lr=0.003]", "grpo-g2[kl_coef=0.0]"  # columns named by what differs from their preset
+    assert set(cells) == {(e, a) for e in ("CartPole-v1", "FrozenLake-v1") for a in (pg, grpo, "pg_fast")}
+    assert cells["FrozenLake-v1", pg]["env_kwargs"] == {"is_slippery": False}
+    assert cells["FrozenLake-v1", pg]["steps"] == 200 and cells["CartPole-v1", pg]["steps"] == 300
+    assert cells["CartPole-v1", grpo]["algo"]["kl_coef"] == 0.0
+    assert cells["CartPole-v1", pg]["algo"]["lr"] == 0.003  # the flag overrides the file
+    assert cells["CartPole-v1", "pg_fast"]["algo"]["lr"] == 0.01  # a named column's own settings win
     assert all(c["seed"] == 4 for c in cells.values())
 
 
@@ -155,6 +168,9 @@ def test_matrix_file_sets_envs_budgets_and_overrides_and_flags_win(tmp_path):
         ("seed_list = [1.5]\n", ["seed_list", "1.5", "list of integers"]),
         ("steps = 1.5\n", ["steps", "1.5", "positive integer"]),
         ('[[envs]]\nid = "CartPole-v1"\nkwargs = 3\n', ["env entry", "kwargs"]),
+        ('[columns.ppo]\nalgo = "ppo"\nclip = "none"\n', ["column name 'ppo'", "reserved"]),
+        ("[columns.wide]\nclip = 0.3\n", ["columns.wide", "algo = PRESET"]),
+        ('[columns.wide]\nalgo = "ppo"\nclipp = 0.3\n', ["clipp", "unknown field"]),
     ],
 )
 def test_bad_matrix_files_are_clear_errors(tmp_path, text, words):

@@ -59,7 +59,9 @@ def test_add_an_algorithm_guide(tmp_path):
             path.unlink(missing_ok=True)
     assert "dapo" in output
     assert (tmp_path / "runs/dapo-demo/CartPole-v1/dapo-g4/seed0/summary.json").is_file()
-    assert (tmp_path / "runs/ppo-noclip/CartPole-v1/ppo/seed0/summary.json").is_file()
+    assert (tmp_path / "runs/ppo-noclip/CartPole-v1/ppo[clip=none]/seed0/summary.json").is_file()
+    side = tmp_path / "runs/ppo-side/CartPole-v1"
+    assert sorted(p.name for p in side.iterdir()) == ["ppo", "ppo[clip=none,epochs=1]"]
 
 
 def test_add_an_environment_guide(tmp_path):

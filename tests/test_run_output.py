@@ -1,5 +1,6 @@
-"""What `rlbench run` prints when not on a terminal, its end-of-run summary, and byte-identical re-renders
-of the report, on one small smoke sweep run as a subprocess (stdout is a pipe, as in CI)."""
+"""What `rlbench run` prints when not on a terminal, its end-of-run summary, byte-identical re-renders of the
+report, and an ablation's own column name, on one small smoke sweep run as a subprocess (stdout is a pipe, as
+in CI)."""
 
 import filecmp
 import json
@@ -16,7 +17,8 @@ from rlbench.display import claim_verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVS = ("CartPole-v1", "rlbench/TextGen-v0")
-ALGOS = ("pg", "ppo")
+ALGOS = ("pg", "ppo", "ppo[clip=none]")
+RUNS = len(ENVS) * len(ALGOS) * 2
 SEEDS = (0, 1)
 SWEEP = ["--preset", "smoke", "--algos", ",".join(ALGOS), "--envs", ",".join(ENVS), "--seeds", str(len(SEEDS))]
 
@@ -49,9 +51,10 @@ def reported(sweep) -> tuple[str, Path]:
 
 def test_one_plain_line_per_finished_run(sweep) -> None:
     _, stdout = sweep
-    line = re.compile(r"^\[(\d+)/8\] ok (\S+) (\S+) seed (\d+): final return -?[\d.]+, [\d.]+ s \(ETA \d+:\d\d:\d\d\)$")
+    eta = r"\(ETA \d+:\d\d:\d\d\)"
+    line = re.compile(rf"^\[(\d+)/{RUNS}\] ok (\S+) (\S+) seed (\d+): final return -?[\d.]+, [\d.]+ s {eta}$")
     matches = [m for m in map(line.match, stdout.splitlines()) if m]
-    assert sorted(int(m[1]) for m in matches) == list(range(1, 9))
+    assert sorted(int(m[1]) for m in matches) == list(range(1, RUNS + 1))
     assert {(m[2], m[3], int(m[4])) for m in matches} == {(e, a, s) for e in ENVS for a in ALGOS for s in SEEDS}
     progress = stdout.split("(mean ± std over seeds)")[0]
     assert "━" not in progress and "-:--:--" not in progress  # no progress bar drawn into logs
@@ -64,7 +67,7 @@ def test_summary_has_textgen_gold_to_3_digits_and_total_time(sweep) -> None:
     row = re.search(r"│ ppo\s+│ 2 │ (\d\.\d{3}) ± \d\.\d{3} │ (\d\.\d{3}) ± \d\.\d{3} │ (-?\d\.\d{3}) ±", stdout)
     assert row, stdout
     assert row[1] == f"{gold:.3f}"
-    assert re.search(r"^total wall time \d+:\d\d:\d\d for 8 run\(s\); no report \(--no-report\)$", stdout, re.M)
+    assert re.search(rf"^total wall time \d+:\d\d:\d\d for {RUNS} run\(s\); no report \(--no-report\)$", stdout, re.M)
     assert "claims" not in stdout
 
 
@@ -75,7 +78,7 @@ def test_summary_shows_claim_verdicts_when_the_report_is_rendered(sweep, reporte
     assert verdicts
     for claim, verdict in verdicts.items():
         assert re.search(rf"^  {re.escape(claim)}  {re.escape(verdict)}$", stdout, re.M), stdout
-    assert re.search(r"total wall time \d+:\d\d:\d\d for 8 run\(s\); report: .*report\.html$", stdout, re.M)
+    assert re.search(rf"total wall time \d+:\d\d:\d\d for {RUNS} run\(s\); report: .*report\.html$", stdout, re.M)
 
 
 def test_report_rerenders_byte_identical(sweep, reported) -> None:
@@ -100,3 +103,20 @@ def test_metric_names_in_the_docs_are_what_runs_record(sweep) -> None:
     cited |= set(re.findall(r"`(final_return|grad_noise_scale|peak_rss_mb)`", doc))
     assert len(cited) >= 15 and cited <= recorded, cited - recorded
     assert all(f"**C{i}**" in doc for i in range(1, 6))
+
+
+def test_an_ablation_is_its_own_column_everywhere(sweep, reported) -> None:
+    """`ppo[clip=none]` beside `ppo`: its own run directories, config, table rows and report rows; the claims
+    engine (which compares `ppo` with `ppo_noclip`) never takes it for `ppo`."""
+    out, stdout = sweep
+    for env in ("CartPole-v1", "rlbench__TextGen-v0"):
+        config = json.loads((out / env / "ppo[clip=none]" / "seed0" / "config.json").read_text())
+        assert config["algo"]["name"] == "ppo[clip=none]" and config["algo"]["clip"] is None
+        assert json.loads((out / env / "ppo" / "seed0" / "config.json").read_text())["algo"]["clip"] == 0.2
+    assert re.search(r"│ ppo\[clip=none\]\s+│ 2 │", stdout)
+    tables = out / "report" / "tables"
+    per_run = pd.read_csv(tables / "per_run.csv")
+    assert per_run.groupby("algo").size().to_dict() == {a: 4 for a in ALGOS}
+    claims = pd.read_csv(tables / "claims.csv")
+    assert not claims[["column_a", "column_b"]].isin(["ppo[clip=none]"]).any().any()
+    assert "ppo[clip=none]" in (out / "report" / "report.md").read_text()
