@@ -14,6 +14,7 @@ from gymnasium.utils.env_checker import check_env
 
 from rlbench.envs import TASK_BUILDERS
 from rlbench.policies import MLPPolicy
+from rlbench.rollout import is_composite
 
 ROLLOUT_STEPS = 300
 """Random-policy steps used to check finiteness, space membership and episode ends."""
@@ -119,13 +120,21 @@ def check_contract(env_id: str, env_kwargs: dict[str, Any] | None = None, seeded
     except Exception as err:
         return [Check("make", False, f"gym.make({env_id!r}) failed: {type(err).__name__}: {err}")]
     limit = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else MAX_EPISODE
-    checks = [_gymnasium_checker(env), _spaces(env, env_id)]
+    checks = [_gymnasium_checker(env)]
+    if is_composite(env.observation_space) and env_id not in TASK_BUILDERS:
+        original = env.observation_space
+        env = gym.wrappers.FlattenObservation(env)
+        checks.append(
+            Check("observations flattened", True, f"{original} → {env.observation_space} (FlattenObservation)")
+        )
+    spaces = _spaces(env, env_id)
+    checks.append(spaces)
     for check in [_seeded_reset] if seeded_reset else []:
         try:
             checks.append(check(env))
         except Exception as err:
             checks.append(Check("seeded reset reproducible", False, f"{type(err).__name__}: {err}"))
-    if checks[1].ok:
+    if spaces.ok:
         try:
             checks += _rollout(env, limit)
         except Exception as err:

@@ -101,16 +101,24 @@ PER_ENV_SEEDED = (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv, BatchedCl
 """Vector envs whose `reset(seed=[s_0, …])` seeds sub-env i exactly like a scalar env reset with s_i."""
 
 
+def is_composite(space: gym.Space) -> bool:
+    """Tuple and Dict observations, which rlbench trains on flattened by Gymnasium's FlattenObservation (each
+    Discrete part one-hot, each Box part raveled, concatenated into one Box)."""
+    return isinstance(space, (gym.spaces.Tuple, gym.spaces.Dict))
+
+
 def make_vec_env(env_id: str, num_envs: int, env_kwargs: dict, fast: bool) -> gym.vector.VectorEnv:
     """A NEXT_STEP-autoreset vector env. Acrobot, MountainCar and Pendulum always get rlbench's batched
     implementations (the same transitions as Gymnasium's scalar envs, per-sub-env seeding); otherwise `fast` uses
-    the env's own vector implementation when it has one (CartPole's, whose sub-envs share one generator)."""
+    the env's own vector implementation when it has one (CartPole's, whose sub-envs share one generator).
+    Tuple and Dict observations come flattened (`is_composite`)."""
     spec = env_spec(env_id)
     if spec.id in BATCHED_CLASSIC:
         batched = dataclasses.replace(spec, vector_entry_point=BATCHED_CLASSIC[spec.id])
         return gym.make_vec(batched, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
     mode = "vector_entry_point" if fast and spec.vector_entry_point is not None else "sync"
-    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, **env_kwargs)
+    env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, **env_kwargs)
+    return gym.wrappers.vector.FlattenObservation(env) if is_composite(env.single_observation_space) else env
 
 
 def _to_env_action(space: gym.Space, action: Tensor) -> np.ndarray:
@@ -244,7 +252,7 @@ class GymCollector:
         self.space = self.env.single_observation_space
         if cfg.collect == "steps":
             seeds = self.seed_rng.integers(0, 2**30, size=cfg.streams).tolist()
-            per_env = isinstance(self.env, PER_ENV_SEEDED)
+            per_env = isinstance(self.env.unwrapped, PER_ENV_SEEDED)
             raw, _ = self.env.reset(seed=seeds if per_env else seeds[0])
             self.obs = encode_obs(self.space, raw)
             self.after_done = np.zeros(cfg.streams, dtype=bool)

@@ -1,4 +1,5 @@
-"""User environments: check-env names each broken contract; Discrete observations and MultiDiscrete actions run."""
+"""User environments: check-env names each broken contract; Discrete, Tuple observations and MultiDiscrete actions
+run."""
 
 import json
 import os
@@ -205,3 +206,19 @@ def test_discrete_actions_with_a_start_offset_reach_the_env_shifted(pythonpath, 
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((out / "brokenpkg--brokenpkg__Shifted-v0/ppo/seed0/summary.json").read_text())
     assert summary["status"] == "ok" and summary["final_return"] > 6.7  # better than random (20/3 per episode)
+
+
+def test_tuple_observations_are_flattened_checked_and_trained(tmp_path):
+    """Blackjack-v1 (Tuple(Discrete(32), Discrete(11), Discrete(2))): check-env reports the flattening and runs
+    every check; a smoke sweep trains on the 45-dim one-hot Box that Gymnasium's FlattenObservation makes."""
+    checked = rlbench("", "check-env", "Blackjack-v1")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "observations flattened" in checked.stdout and "Box(0, 1, (45,)" in checked.stdout
+    assert checked.stdout.count(" pass ") == 8 and "FAIL" not in checked.stdout
+    out = tmp_path / "sweep"
+    sweep = ["--envs", "Blackjack-v1", "--algos", "ppo,grpo", "--group-sizes", "8", "--steps", "1024"]
+    result = rlbench("", "run", *sweep, "--seeds", "1", "--preset", "smoke", "--out", str(out), "--no-report")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summaries = {p.parts[-3]: json.loads(p.read_text()) for p in out.glob("**/summary.json")}
+    assert set(summaries) == {"ppo", "grpo-g8"} and all(s["status"] == "ok" for s in summaries.values())
+    assert summaries["ppo"]["params_policy"] == 45 * 64 + 64 + 64 * 64 + 64 + 64 * 2 + 2
