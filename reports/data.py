@@ -38,8 +38,13 @@ FIXED_COLOURS = {
     "grpo-g4": "#CC79A7",
     "grpo-g8": "#999933",
     "grpo-g16": "#000000",
+    "pg_centred": "#882255",
+    "ppo_noclip": "#332288",
+    "grpo_critic-g4": "#44AA99",
+    "grpo_critic-g8": "#DDCC77",
 }
-"""One colour per known algorithm column, the same in every report."""
+"""One colour per known algorithm column, the same in every report; the columns that share a learning-curve
+panel (`reports.render.panel_groups`) get clearly different colours."""
 
 
 class ReportError(ValueError):

@@ -115,26 +115,28 @@ def _figure(rows: int, cols: int, w: float = PANEL_W, h: float = PANEL_H):
 # 1. Learning curves
 
 
-def learning_curves(curves: pd.DataFrame, envs, algos, colours, folder: Path, missing: dict | None = None) -> str:
-    """Evaluation return vs env steps per env: IQM over seeds, 95% bootstrap band."""
+def learning_curves(
+    curves: pd.DataFrame, envs, groups: dict[str, list[str]], colours, folder: Path, missing: dict | None = None
+) -> str:
+    """Evaluation return vs env steps: one row per env, one panel per algorithm family (`groups`: panel title →
+    columns), so no panel holds more than a few bands; IQM over seeds with a 95% bootstrap band."""
     envs = list(envs)
-    fig, axes = _figure(1, max(1, len(envs)), w=max(5.0, 8.0 / max(1, len(envs))), h=3.8)
-    used = []
-    for ax, env in zip(axes[0], envs):
+    groups = groups or {"": []}
+    fig, axes = _figure(max(1, len(envs)), len(groups), w=4.3, h=3.0)
+    for row, env in zip(axes, envs):
         d = curves[curves.env == env]
-        if d.empty:
-            _no_data(ax, f"{env}\nno finished runs")
-            continue
-        used += _band(ax, d, algos, colours)
-        title = env
-        if missing and missing.get(env):
-            title += "\n" + textwrap.fill("no finished runs: " + ", ".join(missing[env]), 60)
-        ax.set_title(title, fontsize="medium")
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("evaluation return (IQM over seeds)")
+        for ax, (title, algos) in zip(row, groups.items()):
+            drawn = _band(ax, d, algos, colours) if not d.empty else []
+            if not drawn:
+                _no_data(ax, f"{env}\n{title}:\nno finished runs")
+                continue
+            ax.legend(fontsize="small", loc="best", handlelength=1.5)
+            lost = [a for a in (missing or {}).get(env, []) if a in algos]
+            note = "\n" + textwrap.fill("no finished runs: " + ", ".join(lost), 45) if lost else ""
+            ax.set_title(f"{title}{note}", fontsize="small")
+            ax.set(xlabel="env steps", ylabel=f"{env}\nevaluation return" if ax is row[0] else None)
     if not envs:
         _no_data(axes[0, 0], "no runs")
-    _legend(fig, [a for a in algos if a in used], colours)
     fig.suptitle("Evaluation return vs env steps (held-out seeds; IQM over seeds, 95% bootstrap band)")
     return save(fig, folder, "learning_curves")
 
@@ -218,21 +220,21 @@ def stability(
     fig, axes = _figure(2, 3)
     used = set()
     specs = (
-        ("train/approx_kl", "approx KL per update (nats, log)", True),
-        ("train/clip_fraction", "clip fraction (share of samples)", False),
-        ("train/entropy", "policy entropy (nats)", False),
-        ("train/kl_ref", "KL to reference (nats, log)", True),
+        ("train/approx_kl", "size of each update", "approx KL per update (nats, log)", True),
+        ("train/clip_fraction", "share of ratios outside the clip range", "clip fraction", False),
+        ("train/entropy", "policy entropy", "entropy (nats)", False),
+        ("train/kl_ref", "distance from the initial policy", "KL to reference (nats, log)", True),
     )
-    for ax, (col, ylabel, log) in zip(axes.flat, specs):
+    for ax, (col, title, ylabel, log) in zip(axes.flat, specs):
         d = curves.get(col, pd.DataFrame())
         d = d[d.env == env] if not d.empty else d
         if log and not d.empty:
             d = d[d.iqm > 0]
         if d.empty:
-            _no_data(ax, f"no {col} logged")
+            _no_data(ax, f"no {title} logged ({col})")
             continue
         used |= set(_band(ax, d, algos, colours, log=log))
-        ax.set(xlabel="env steps", ylabel=ylabel, title=col)
+        ax.set(xlabel="env steps", ylabel=ylabel, title=title)
     t = table[(table.env == env) & (table.n > 0)]
     used |= set(
         _bars(
@@ -270,10 +272,19 @@ def stability(
 # 4. Compute cost
 
 
+def _log_si(ax: plt.Axes) -> None:
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: _si(v)))
+    ax.yaxis.set_minor_formatter(mticker.NullFormatter())
+
+
 def compute(env: str, cost: pd.DataFrame, final: pd.DataFrame, algos, colours, folder: Path, stem: str) -> str:
+    """Wall-time split, FLOPs per env step (what C5 compares) beside FLOPs per update, parameters, and final
+    return against wall time with the Pareto front; each panel explains its own shading."""
     c = cost[(cost.env == env) & (cost.n > 0)].set_index("algo")
     order = [a for a in algos if a in c.index]
-    fig, axes = _figure(1, 4, w=4.0, h=3.4)
+    fig, axes = _figure(1, 5, w=3.7, h=3.6)
     if not order:
         for ax in axes.flat:
             _no_data(ax, "no finished runs")
@@ -287,21 +298,37 @@ def compute(env: str, cost: pd.DataFrame, final: pd.DataFrame, algos, colours, f
     ax.bar(x, c.update_time_s, bottom=c.rollout_time_s, color=cols, alpha=0.45, hatch="//", edgecolor="0.3")
     ax.bar(x, other, bottom=c.rollout_time_s + c.update_time_s, color="0.85", edgecolor="0.5")
     ax.set_xticks(x, order, rotation=45, ha="right")
-    ax.set(ylabel="wall time per run (s)", title="wall time: rollout / update / other")
-    ax = axes[0, 1]
-    ax.bar(x, c.flops_per_update, color=cols)
-    ax.set_yscale("log")
-    ax.set_xticks(x, order, rotation=45, ha="right")
-    ax.yaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: _si(v)))
-    ax.yaxis.set_minor_formatter(mticker.NullFormatter())
-    ax.set(ylabel="FLOPs per update (log)", title="FLOPs per update")
-    ax = axes[0, 2]
+    ax.set(ylabel="wall time per run (s)", title="wall time per run")
+    ax.legend(
+        handles=[
+            Patch(fc="0.45", label="rollout"),
+            Patch(fc="0.8", hatch="//", ec="0.3", label="update"),
+            Patch(fc="0.85", ec="0.5", label="other: evaluation,\nprobes, logging"),
+        ],
+        fontsize="small",
+        loc="upper left",
+    )
+    for ax, col, title in (
+        (axes[0, 1], "flops_per_env_step", "FLOPs per env step (whole run)"),
+        (axes[0, 2], "flops_per_update", "FLOPs per update (context)"),
+    ):
+        values = c[col] if col in c else pd.Series(np.nan, index=c.index)
+        ax.bar(x, values.fillna(0), color=cols, alpha=0.9 if col == "flops_per_env_step" else 0.5)
+        if (values > 0).any():
+            _log_si(ax)
+        ax.set_xticks(x, order, rotation=45, ha="right")
+        ax.set(ylabel="FLOPs (log)", title=title)
+    ax = axes[0, 3]
     ax.bar(x, c.params_policy, color=cols)
     ax.bar(x, c.params_critic.fillna(0), bottom=c.params_policy, color=cols, alpha=0.45, hatch="//", edgecolor="0.3")
     ax.set_xticks(x, order, rotation=45, ha="right")
-    ax.set(ylabel="parameters (count)", title="parameters: policy / critic")
-    ax = axes[0, 3]
+    ax.set(ylabel="parameters (count)", title="parameters")
+    ax.legend(
+        handles=[Patch(fc="0.45", label="policy"), Patch(fc="0.8", hatch="//", ec="0.3", label="critic")],
+        fontsize="small",
+        loc="upper left",
+    )
+    ax = axes[0, 4]
     f = final[(final.env == env) & (final.n > 0)].set_index("algo").reindex(order)
     px, py = c.wall_time_s.to_numpy(float), f.final_return_iqm.to_numpy(float)
     for i, a in enumerate(order):
@@ -309,6 +336,8 @@ def compute(env: str, cost: pd.DataFrame, final: pd.DataFrame, algos, colours, f
         if np.isfinite(lo):
             ax.errorbar(px[i], py[i], yerr=[[py[i] - lo], [hi - py[i]]], color=colours[a], capsize=3, lw=1.2)
         ax.scatter(px[i], py[i], color=colours[a], s=60, edgecolor="0.2", zorder=3)
+        if np.isfinite(px[i]) and np.isfinite(py[i]):
+            ax.annotate(a, (px[i], py[i]), xytext=(4, 3), textcoords="offset points", fontsize="x-small")
     ok = np.isfinite(px) & np.isfinite(py)
     idx = np.argsort(px[ok])
     best, front = -np.inf, []
@@ -318,15 +347,10 @@ def compute(env: str, cost: pd.DataFrame, final: pd.DataFrame, algos, colours, f
             front.append((px[ok][i], py[ok][i]))
     if front:
         fx, fy = zip(*front)
-        ax.step(fx, fy, where="post", color="0.4", ls="--", lw=1, zorder=1)
-    ax.set(xlabel="wall time per run (s)", ylabel="final return (IQM, 95% CI)", title="return vs compute (Pareto)")
-    extra = [
-        Patch(fc="0.6", label="rollout | policy"),
-        Patch(fc="0.85", hatch="//", ec="0.3", label="update | critic"),
-        Line2D([], [], color="0.4", ls="--", label="Pareto front"),
-    ]
-    _legend(fig, order, colours, extra, title=None)
-    fig.suptitle(f"{env}: compute cost (means over seeds)")
+        ax.step(fx, fy, where="post", color="0.4", ls="--", lw=1, zorder=1, label="Pareto front")
+        ax.legend(fontsize="small", loc="lower right")
+    ax.set(xlabel="wall time per run (s)", ylabel="final return (IQM, 95% CI)", title="return vs wall time")
+    fig.suptitle(f"{env}: compute cost (means over seeds; bar colours as in the other figures)")
     return save(fig, folder, stem)
 
 
@@ -349,13 +373,21 @@ def group_size(table: pd.DataFrame, envs, colours, folder: Path) -> str:
         ax = fig.add_subplot(1, 1, 1)
         _no_data(ax, "No GRPO runs at several group sizes in this sweep:\nthe G sweep cannot be drawn.")
         return save(fig, folder, "group_size")
+    for row in axes[1:]:
+        row[1].sharey(axes[0, 1])  # gradient relative variance is unitless: one scale for every env
+    logged = set()
+    for col, _, _, _, log in specs:  # a column is on a log scale in every row or in none
+        vals = table[col].to_numpy(float) if col in table else np.array([])
+        vals = vals[np.isfinite(vals) & (vals > 0)]
+        if log and vals.size and vals.max() / vals.min() > 10:
+            logged.add(col)
     grpo_algos = []
     for row, env in zip(axes, envs):
         t = table[table.env == env]
         g = t[t.group_size.notna()].sort_values("group_size")
         ppo = t[t.algo == "ppo"]
         grpo_algos += list(g.algo)
-        for ax, (col, lo, hi, ylabel, log) in zip(row, specs):
+        for ax, (col, lo, hi, ylabel, _) in zip(row, specs):
             ax.plot(g.group_size, g[col], color="0.35", lw=1, zorder=1)
             for r in g.itertuples():
                 y = getattr(r, col)
@@ -373,9 +405,7 @@ def group_size(table: pd.DataFrame, envs, colours, folder: Path) -> str:
             ax.set_xscale("log", base=2)
             ax.set_xticks(g.group_size, [str(int(v)) for v in g.group_size])
             ax.minorticks_off()
-            vals = np.concatenate([g[col].to_numpy(float), ppo[col].to_numpy(float)])
-            vals = vals[np.isfinite(vals) & (vals > 0)]
-            if log and vals.size and vals.max() / vals.min() > 10:
+            if col in logged:
                 ax.set_yscale("log")
                 ax.yaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
                 ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
@@ -404,7 +434,8 @@ def reward_hacking(
     colours,
     folder: Path,
 ) -> str:
-    """Proxy and gold reward vs env steps; gold gain vs d = sqrt(KL) with the RL-form fit d(α − β log d)."""
+    """Per column, the final proxy and gold reward (IQM with 95% CI; the gap between them is the hack); gold
+    gain over the reference vs d = sqrt(KL) with the RL-form fit d(α − β log d)."""
     if points.empty:
         fig, ax = plt.subplots(figsize=(8, 2.0), layout="constrained")
         _no_data(
@@ -418,17 +449,28 @@ def reward_hacking(
     used = set()
     for row, env in zip(axes, envs):
         ax = row[0]
-        for df, ls in ((proxy, "-"), (gold, "--")):
-            d = df[df.env == env]
-            for a in algos:
-                s = d[d.algo == a].sort_values("env_steps")
-                if s.empty:
-                    continue
-                used.add(a)
-                ax.plot(s.env_steps, s.iqm, color=colours[a], ls=ls, lw=1.8)
-                ax.fill_between(s.env_steps, s.low, s.high, color=colours[a], alpha=0.12, lw=0)
-        _short_steps(ax)
-        ax.set(xlabel="env steps", ylabel="reward per completion", title=f"{env}: proxy (solid) and gold (dashed)")
+        finals = {
+            kind: df[df.env == env].sort_values("env_steps").groupby("algo").last()
+            for kind, df in (("proxy", proxy), ("gold", gold))
+        }
+        shown = [a for a in algos if a in finals["proxy"].index and a in finals["gold"].index]
+        for y, a in enumerate(shown):
+            used.add(a)
+            pr, go = finals["proxy"].loc[a], finals["gold"].loc[a]
+            ax.plot([go.iqm, pr.iqm], [y, y], color=colours[a], lw=1.5, alpha=0.6)
+            for point, face in ((pr, "white"), (go, colours[a])):
+                ax.errorbar(
+                    point.iqm,
+                    y,
+                    xerr=[[max(0.0, point.iqm - point.low)], [max(0.0, point.high - point.iqm)]],
+                    color=colours[a],
+                    capsize=2,
+                    lw=1,
+                )
+                ax.scatter(point.iqm, y, s=55, facecolor=face, edgecolor=colours[a], lw=1.5, zorder=3)
+        ax.set_yticks(range(len(shown)), shown)
+        ax.invert_yaxis()
+        ax.set(xlabel="reward per completion at the final evaluation", title=f"{env}: final proxy and gold reward")
         ax = row[1]
         p = points[(points.env == env) & points.d.notna()]
         for a in algos:
@@ -447,9 +489,12 @@ def reward_hacking(
             ylabel="gold reward − reference's gold",
             title="gold vs distance, fit R(d) = d(α − β log d)",
         )
-    extra = [Line2D([], [], color="0.3", ls="-", label="proxy"), Line2D([], [], color="0.3", ls="--", label="gold")]
+    extra = [
+        Line2D([], [], ls="", marker="o", mfc="white", mec="0.3", label="proxy reward (paid to the learner)"),
+        Line2D([], [], ls="", marker="o", mfc="0.3", mec="0.3", label="gold reward (the true task)"),
+    ]
     _legend(fig, [a for a in algos if a in used], colours, extra)
-    fig.suptitle("Reward hacking on TextGen (IQM over seeds with 95% band; points: per update)")
+    fig.suptitle("Reward hacking on TextGen (left: IQM over seeds, 95% CI; right: one point per update)")
     return save(fig, folder, "reward_hacking")
 
 

@@ -380,6 +380,27 @@ def compute(sweep: Sweep, seed: int) -> Results:
     return Results(sweep, seed, runs, tables, curves, scores)
 
 
+PANEL_GROUPS = (
+    ("REINFORCE family (whole episodes, one step)", lambda c: c["collect"] == "episodes" and c["group_size"] <= 1),
+    ("PPO family (GAE, epochs of minibatches)", lambda c: c["collect"] == "steps"),
+    ("GRPO: group baseline, G episodes per start", lambda c: c["advantage"] == "group"),
+    ("group sampling with a critic baseline", lambda c: True),
+)
+"""Learning-curve panels: (title, which columns' configs it holds), the first that matches."""
+
+
+def panel_groups(sweep: Sweep) -> dict[str, list[str]]:
+    """Panel title → the columns it draws, in report order, by each column's recorded config."""
+    groups: dict[str, list[str]] = {}
+    for algo in sweep.algos:
+        config = next((c for (_, a), c in sweep.configs.items() if a == algo), None)
+        if config is None:
+            continue
+        title = next(t for t, holds in PANEL_GROUPS if holds(config))
+        groups.setdefault(title, []).append(algo)
+    return {t: groups[t] for t, _ in PANEL_GROUPS if t in groups}
+
+
 def draw_figures(r: Results, figs: Path) -> dict[str, dict[str, str]]:
     """Draw every figure into `figs`; return {"variance" | "stability" | "compute": {env: figure stem}}."""
     sweep, runs, curves, final, norm = r.sweep, r.runs, r.curves, r.final_returns, r.normalization
@@ -388,7 +409,7 @@ def draw_figures(r: Results, figs: Path) -> dict[str, dict[str, str]]:
     algos = list(sweep.algos)
     miss_by_env = {e: sorted(set(final[(final.env == e) & (final.n == 0)].algo)) for e in sweep.envs}
     tasks = f"{len(norm)} env{'s' if len(norm) != 1 else ''}: " + ", ".join(norm.env) if len(norm) else "no envs"
-    F.learning_curves(curves["eval/return_mean"], sweep.envs, algos, colours, figs, miss_by_env)
+    F.learning_curves(curves["eval/return_mean"], sweep.envs, panel_groups(sweep), colours, figs, miss_by_env)
     stems: dict[str, dict[str, str]] = {"variance": {}, "stability": {}, "compute": {}}
     for env in sweep.envs:
         slug = env_slug(env).replace("__", "-")

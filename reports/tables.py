@@ -333,6 +333,7 @@ def compute_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
         "rollout_time_s",
         "update_time_s",
         "flops_per_update",
+        "flops_per_env_step",
         "update_flops_per_env_step",
         "params_policy",
         "params_critic",

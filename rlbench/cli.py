@@ -12,12 +12,14 @@ import time
 from pathlib import Path
 from typing import Annotated, Optional
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from rlbench import display, store
+from rlbench import tensorboard as tb
 from rlbench.algos import DESCRIPTIONS, PRESETS
 from rlbench.executor import LocalExecutor, Outcome, RayExecutor, check_contract_isolated
 from rlbench.matrix import (
@@ -101,9 +103,14 @@ def run(
         bool, typer.Option(help="Discard runs in --out that were made with a different config.")
     ] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not render the report at the end.")] = False,
+    tensorboard: Annotated[
+        bool, typer.Option("--tensorboard", help="Write each run's metrics as TensorBoard events in its directory.")
+    ] = False,
 ) -> None:
     """Run a matrix of algorithms × envs × seeds; finished runs in the sweep directory are skipped (resume)."""
     try:
+        if tensorboard:
+            tb.require()
         spec = load_matrix_file(matrix) if matrix is not None else {}
         if seeds is not None and seed_list is not None:
             raise MatrixError("give either --seeds or --seed-list, not both")
@@ -149,7 +156,7 @@ def run(
         problems = contract_problems(cells)
         if problems:
             raise MatrixError("environment contract failed:\n" + "\n".join(problems))
-    except MatrixError as err:
+    except (MatrixError, tb.TensorBoardMissing) as err:
         raise fail(str(err)) from None
     began = time.monotonic()
     out = out or Path("runs") / f"{preset}-{matrix_fingerprint(cells)}"
@@ -161,6 +168,8 @@ def run(
         outcomes = run_locked(cells, out, runner, force_new, workers=jobs)
     finally:
         lock.close()
+    if tensorboard:
+        write_tensorboard(cells, out)
     display.print_results(console, out)
     counts: dict[str, int] = {}
     for outcome in outcomes:
@@ -247,6 +256,17 @@ def print_counts(counts: dict[str, int]) -> None:
         table.add_column(status, justify="right")
     table.add_row(*(str(counts.get(s, 0)) for s in ("ok", "diverged", "env_nan", "failed", "skipped")))
     console.print(table)
+
+
+def write_tensorboard(cells: list[Cell], out: Path) -> None:
+    """TensorBoard events for every run of the matrix that recorded metrics (finished or stopped early)."""
+    written = 0
+    for cell in cells:
+        run_dir = cell.run_dir(out)
+        if (run_dir / store.METRICS).is_file() and (run_dir / store.EVALS).is_file():
+            tb.write_events(run_dir, pd.read_parquet(run_dir / store.METRICS), pd.read_parquet(run_dir / store.EVALS))
+            written += 1
+    console.print(f"TensorBoard events for {written} run(s): tensorboard --logdir {escape(str(out))}", highlight=False)
 
 
 def write_report(out: Path) -> Path:
