@@ -155,6 +155,7 @@ def _display_compute(t: pd.DataFrame) -> pd.DataFrame:
             "rollout / update (s)": [
                 f"{fmt(r)} / {fmt(u)}" if n else "missing" for n, r, u in zip(t.n, t.rollout_time_s, t.update_time_s)
             ],
+            "FLOPs / env step": t.flops_per_env_step.map(fmt),
             "FLOPs / update": t.flops_per_update.map(fmt),
             "params (policy + critic)": [
                 f"{fmt(p)} + {fmt(c)}" if n else "missing" for n, p, c in zip(t.n, t.params_policy, t.params_critic)
@@ -526,7 +527,8 @@ def _returns_section(r: Results, S_: dict[str, Section]) -> None:
         "learning_curves",
         "Evaluation return vs env steps: held-out seeds, deterministic actions (TextGen: sampled answers to "
         "held-out prompts, scored by the reward the learner is paid), before training and at the same fractions "
-        "of every run's budget; IQM over seeds with its 95% bootstrap band.",
+        "of every run's budget; IQM over seeds with its 95% bootstrap band. One row per env and one panel per "
+        "algorithm family (REINFORCE, PPO, GRPO, group sampling with a critic), so each panel holds a few bands.",
     )
 
 
@@ -592,15 +594,17 @@ def _stability_section(r: Results, S_: dict[str, Section], stems: dict[str, dict
 def _compute_section(r: Results, S_: dict[str, Section], stems: dict[str, dict[str, str]]) -> None:
     """Runtime, FLOPs, parameters and memory per cell."""
     S_["compute"].text(
-        "Runtime table in the style of openrlbenchmark: means over finished seeds. FLOPs per update "
-        "from PyTorch's flop counter; peak memory = peak resident set size of the worker process."
+        "Runtime table in the style of openrlbenchmark: means over finished seeds. FLOPs from PyTorch's flop "
+        "counter over the whole run (rollouts, updates, measurement); per env step is the quantity C5 compares, "
+        "per update is context (a GRPO update holds G times more episodes). Peak memory = peak resident set size "
+        "of the worker process."
     )
     S_["compute"].table(_display_compute(r.compute_cost), "Compute cost per env × algorithm")
     for env, stem in stems["compute"].items():
         S_["compute"].figure(
             stem,
-            f"{env}: wall time split, FLOPs per update, parameters, and final return vs wall "
-            "time with the Pareto front.",
+            f"{env}: wall time split (rollout, update, other), FLOPs per env step and per update, parameters "
+            "(policy, critic), and final return vs wall time with the Pareto front.",
         )
 
 
@@ -630,7 +634,12 @@ def _hacking_section(r: Results, S_: dict[str, Section]) -> None:
             "least squares to the gold gain over the reference, pooled over seeds; d_peak = e^(α/β − 1)."
         )
         hs.table(hack.assign(**{c: hack[c].map(fmt) for c in hack.columns if c not in ("env", "algo", "n")}))
-    hs.figure("reward_hacking", "Proxy and gold reward vs env steps, and gold gain vs d = √KL with the RL-form fit.")
+    hs.figure(
+        "reward_hacking",
+        "Left: each column's proxy reward (hollow, what the learner is paid) and gold reward (filled, the true "
+        "task) at the final evaluation, IQM over seeds with 95% CIs; the gap between them is the hack. Right: gold "
+        "gain over the reference model vs d = √KL with the RL-form fit.",
+    )
 
 
 def _aggregates_section(r: Results, S_: dict[str, Section]) -> None:
