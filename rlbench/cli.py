@@ -33,6 +33,7 @@ from rlbench.matrix import (
     check_batches,
     check_env_id,
     check_size,
+    dispatch_order,
     get_preset,
     import_env_modules,
     load_matrix_file,
@@ -217,9 +218,10 @@ def run_locked(cells: list[Cell], out: Path, runner, force_new: bool, workers: i
         out / "sweep.json", {"fingerprint": matrix_fingerprint(cells), "cells": [c.to_dict() for c in cells]}
     )
     console.print(f"rlbench: {len(cells)} runs → [bold]{escape(str(out))}[/] ({type(runner).__name__})")
-    with display.SweepDisplay(cells, out, workers, console) as shown:
+    order = dispatch_order(cells)
+    with display.SweepDisplay(order, out, workers, console) as shown:
         try:
-            return runner.run(cells, out, shown.on_done, shown.on_start)
+            return runner.run(order, out, shown.on_done, shown.on_start)
         except OSError as err:
             raise fail(f"cannot write to {out}: {err}; finished runs there are kept") from None
 

@@ -408,6 +408,17 @@ def _columns(request: ColumnRequest, group_sizes: list[int]) -> list[tuple[Colum
     return [(request, base.replace(name=f"{name}-g{g}", group_size=g), own) for g in sizes]
 
 
+def dispatch_order(cells: list[Cell]) -> list[Cell]:
+    """The order runs start in: seed by seed, and within a seed column by column with every env in turn, so the
+    first runs measure each env and algorithm family and the ETA's cost model has no env it must guess. Every
+    run is independent of the others, so the order changes no result."""
+    rank = {key: {v: i for i, v in enumerate(dict.fromkeys(key(c) for c in cells))} for key in _ORDER_KEYS}
+    return sorted(cells, key=lambda c: tuple(rank[key][key(c)] for key in _ORDER_KEYS))
+
+
+_ORDER_KEYS = (lambda c: c.seed, lambda c: c.algo.name, lambda c: c.env_id)
+
+
 def check_size(count: int, what: str) -> None:
     """MatrixError when a matrix would hold more than MAX_CELLS of something."""
     if count > MAX_CELLS:

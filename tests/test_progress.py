@@ -1,4 +1,5 @@
-"""The sweep progress state and its cost-weighted ETA, fed synthetic start/finish events (no Rich, no runs)."""
+"""The sweep progress state, its cost-weighted ETA fed synthetic start/finish events (no Rich, no runs), and the
+order runs start in."""
 
 import math
 
@@ -6,6 +7,7 @@ import pandas as pd
 import pytest
 
 from rlbench.display import claim_verdicts, mean_std, number
+from rlbench.matrix import build_cells, dispatch_order
 from rlbench.progress import CostModel, RunEnd, SweepProgress, Work, column_family, schedule_span
 
 
@@ -146,3 +148,13 @@ def test_a_run_without_a_final_return_is_nan_not_a_crash(tmp_path) -> None:
     store.write_json(tmp_path / store.SUMMARY, {"final_return": math.nan, "wall_time_s": 1.5, "status": "env_nan"})
     end = run_end(Outcome(cell=None, run_dir=tmp_path, status="env_nan"))
     assert end.status == "env_nan" and math.isnan(end.final_return) and end.train_seconds == 1.5
+
+
+def test_dispatch_order_measures_every_env_and_column_first_and_keeps_every_cell():
+    cells = build_cells(["pg", "ppo", "grpo"], None, "smoke", [0, 1], None, [2, 4], [])
+    order = dispatch_order(cells)
+    assert sorted(map(repr, order)) == sorted(map(repr, cells))
+    envs, columns = {c.env_id for c in cells}, {c.algo.name for c in cells}
+    first = order[: len(envs) * len(columns)]
+    assert {(c.env_id, c.algo.name) for c in first} == {(e, a) for e in envs for a in columns}
+    assert {c.env_id for c in order[: len(envs)]} == envs  # the first runs already see every env
