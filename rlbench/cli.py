@@ -368,6 +368,36 @@ def fingerprints(
         raise typer.Exit(1)
 
 
+@app.command("kl-bias")
+def kl_bias() -> None:
+    """Exact expected gradient of every KL estimator × placement × sampling vs ∇KL(π‖π_ref) and ∇KL(π_ref‖π)."""
+    from rlbench import kl_bias as kb
+
+    table = Table(
+        title="Expected gradient g of a KL-to-reference term, exact by enumeration (float64). rev = ∇KL(π‖π_ref), "
+        "fwd = ∇KL(π_ref‖π), err = relative error ‖g − x‖/‖x‖"
+    )
+    columns = ("case", "k", "placement", "samples", "‖g‖/‖rev‖", "cos rev", "err rev", "cos fwd", "err fwd")
+    for col in (*columns, "err to on-policy", "follows"):
+        table.add_column(col, justify="left" if col in ("case", "k", "placement", "samples", "follows") else "right")
+    for r in kb.table():
+        table.add_row(
+            r.case,
+            r.estimator,
+            r.placement,
+            r.sampling,
+            f"{r.norm:.3f}",
+            f"{r.cos_reverse:+.3f}",
+            f"{r.err_reverse:.1e}",
+            f"{r.cos_forward:+.3f}",
+            f"{r.err_forward:.1e}",
+            "" if r.sampling == "on-policy" or math.isnan(r.err_on_policy) else f"{r.err_on_policy:.1e}",
+            r.follows,
+        )
+    console.print(table)
+    console.print(kb.LEGEND, highlight=False, markup=False)
+
+
 @app.command("check-env")
 def check_env_cmd(
     env_id: Annotated[str, typer.Argument(help="A Gymnasium id, e.g. CartPole-v1 or mypkg.envs:Thing-v0.")],
