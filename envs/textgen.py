@@ -73,8 +73,10 @@ class TextGenConfig:
     """Demonstrations per supervised step."""
     sft_lr: float = 3e-3
     """Adam learning rate of supervised training."""
-    sft_seed: int = 0
-    """Seeds the corpus, the model initialisation and the minibatch order of supervised training."""
+    sft_seed: int | None = None
+    """Seeds the corpus, the model initialisation and the minibatch order of supervised training; None: the
+    run's seed, so runs of different seeds start from different reference models and an interval across seeds
+    includes the reference's variance (pin it to share one reference). Each SFT model is cached."""
     eval_prompts: int = 256
     """Held-out prompts (never trained on) used by every evaluation."""
 
@@ -87,6 +89,8 @@ class TextGenConfig:
             raise ValueError(f"max_new_tokens = {self.max_new_tokens}: must be >= {self.prompt_len}")
         if not 0 < self.eval_prompts < 10**self.prompt_len // 2:
             raise ValueError(f"eval_prompts = {self.eval_prompts}: must be in (0, 10^prompt_len / 2)")
+        if self.sft_seed is not None and not (isinstance(self.sft_seed, int) and self.sft_seed >= 0):
+            raise ValueError(f"sft_seed = {self.sft_seed!r}: must be an integer >= 0, or None (the run's seed)")
         for name in ("swap_prob", "bang_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} = {getattr(self, name)}: must be in [0, 1]")
@@ -96,6 +100,10 @@ class TextGenConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def pinned(self, run_seed: int = 0) -> TextGenConfig:
+        """This config with its SFT seed fixed: its own sft_seed, else `run_seed`."""
+        return self if self.sft_seed is not None else dataclasses.replace(self, sft_seed=run_seed)
 
 
 def decode(tokens: np.ndarray | list[int]) -> str:

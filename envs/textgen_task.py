@@ -151,12 +151,13 @@ def make_evaluator(cfg: TextGenConfig, reference: TokenLM):
 
 
 def make_textgen_task(env_id: str, env_kwargs: dict[str, Any], cfg: AlgoConfig, seed: int, eval_episodes: int) -> Task:
-    """Policy = a trainable copy of the (cached) SFT model; critic = its trunk with a value head if needed.
+    """Policy = a trainable copy of the (cached) SFT model of sft_seed (default: the run's seed); critic = its
+    trunk with a value head if needed.
 
     `eval_episodes` is not used: every evaluation samples one completion for each of the cfg.eval_prompts
     held-out prompts, which costs milliseconds.
     """
-    text_cfg = TextGenConfig(**env_kwargs)
+    text_cfg = TextGenConfig(**env_kwargs).pinned(seed)
     sft = load_or_train_sft(text_cfg)
     policy = sft.copy()
     critic = ValueModel(sft.model) if cfg.uses_critic else None

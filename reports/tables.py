@@ -13,7 +13,7 @@ import pandas as pd
 
 from rlbench.algos import order_key
 from rlbench.reports import stats as S
-from rlbench.reports.data import Sweep, is_textgen
+from rlbench.reports.data import Sweep, is_textgen, kl_siblings
 
 REPS = 2000
 """Bootstrap resamples for every interval in the report."""
@@ -235,14 +235,35 @@ def per_run(sweep: Sweep) -> pd.DataFrame:
                 row["gold"] = float(e["eval/gold_mean"].iloc[-1])
                 row["proxy"] = float(e["eval/proxy_mean"].iloc[-1])
                 row["gap"] = row["proxy"] - row["gold"]
+            if not e.empty and "eval/kl_ref_seq" in e:
+                row["kl_final"] = float(e["eval/kl_ref_seq"].iloc[-1])
         rows.append(row)
     if not rows:
         return pd.DataFrame(columns=["env", "algo", "seed"])
     out = pd.DataFrame(rows)
+    if "kl_final" in out:
+        out["early_stop_gold"] = early_stop_gold(sweep, out)
     for env, idx in out.groupby("env").groups.items():
         lo, hi, _ = score_range(env, out.loc[idx, "final_return"])
         out.loc[idx, "drawdown"] = [drawdown(c, hi - lo) for c in out.loc[idx, "_curve"]]
     return out.drop(columns="_curve")
+
+
+def early_stop_gold(sweep: Sweep, runs: pd.DataFrame) -> list[float]:
+    """Per run of `runs` with a KL penalty (β > 0): the gold reward its β = 0 sibling column's run of the same
+    seed had when its KL to the reference first reached this run's final KL, interpolated between evaluations
+    (reports.stats.first_crossing); NaN for other runs, or when the sibling never got that far."""
+    siblings = kl_siblings(sweep.configs)
+    evals = {k: g.sort_values("env_steps") for k, g in sweep.evals.groupby(["env", "algo", "seed"], sort=False)}
+    out = []
+    for r in runs.itertuples():
+        sibling = siblings.get((r.env, r.algo))
+        e = evals.get((r.env, sibling, r.seed)) if sibling else None
+        if e is None or "eval/kl_ref_seq" not in e:
+            out.append(np.nan)
+            continue
+        out.append(S.first_crossing(e["eval/kl_ref_seq"], e["eval/gold_mean"], r.kl_final))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from rlbench.matrix import (
     get_preset,
     import_env_modules,
     load_matrix_file,
+    parse_floats,
     parse_ints,
     parse_list,
     parse_set,
@@ -77,6 +78,10 @@ def run(
     steps: Annotated[Optional[int], typer.Option(help="Env-step budget per run, overriding the preset.")] = None,
     group_sizes: Annotated[
         Optional[str], typer.Option(help="GRPO group sizes G, one matrix column per G [default: 2,4,8,16].")
+    ] = None,
+    kl_coefs: Annotated[
+        Optional[str],
+        typer.Option(help="KL coefficients β, one matrix column per β for every algorithm with a KL term."),
     ] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a setting: [ALGO.]FIELD=VALUE (repeatable).")] = [],
     matrix: Annotated[
@@ -143,6 +148,7 @@ def run(
             if group_sizes is not None
             else list(spec.get("group_sizes", DEFAULT_GROUP_SIZES)),
             sets=spec.get("set", []) + [parse_set(item) for item in set_],
+            kl_coefs=parse_floats(kl_coefs, "--kl-coefs") if kl_coefs is not None else spec.get("kl_coefs"),
         )
         check_batches(cells)
         console.print(f"checking {len({c.env_id for c in cells})} env(s) against rlbench's contract …", highlight=False)

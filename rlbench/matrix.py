@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +138,17 @@ def parse_ints(text: str, what: str) -> list[int]:
         raise MatrixError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
+def parse_floats(text: str, what: str) -> list[float]:
+    """Comma-separated numbers; MatrixError naming the first that is not one."""
+    values = []
+    for item in parse_list(text, what):
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise MatrixError(f"{what}: {item!r} is not a number (expected e.g. 0,0.1,1)") from None
+    return values
+
+
 def parse_value(text: str) -> Any:
     """A --set value as data: none/null, true/false, a JSON number, or else the plain string."""
     lowered = text.strip().lower()
@@ -245,11 +257,14 @@ def build_cells(
     steps: int | None,
     group_sizes: list[int],
     sets: list[tuple[str, Any]],
+    kl_coefs: list[float] | None = None,
 ) -> list[Cell]:
     """Expand the user's choices into validated cells; raises MatrixError naming the first bad value.
 
     Budget per env: `steps`, else the env request's own, else the preset's. Settings apply in order: the env's
-    built-in overrides, then `sets` (`FIELD` for every algorithm, `ALGO.FIELD`, `ALGO-gG.FIELD`).
+    built-in overrides, then `sets` (`FIELD` for every algorithm, `ALGO.FIELD`, `ALGO-gG.FIELD`,
+    `ALGO[-gG]-bβ.FIELD`). `kl_coefs` (the β axis) turns every column of a preset with a KL term into one
+    column per β (`ppo_kl-b0.3`, `grpo-g8-b0.3`), whose kl_coef is β whatever the settings say.
     """
     preset = get_preset(preset_name)
     check_size(len(seeds or []), "seeds")
@@ -257,6 +272,7 @@ def build_cells(
         ("algorithm", algos),
         ("seed", seeds or []),
         ("group size", group_sizes),
+        ("KL coefficient", [f"{b:g}" for b in kl_coefs or []]),
         ("env", [r.id for r in envs or []]),
     ):
         repeated = sorted({str(v) for v, n in Counter(values).items() if n > 1})
@@ -277,9 +293,14 @@ def build_cells(
     if bad_g:
         raise MatrixError(f"group sizes must be >= 2 (a group needs two samples to give a baseline), got {bad_g}")
 
+    bad_b = [b for b in kl_coefs or [] if not (math.isfinite(b) and b >= 0)]
+    if bad_b:
+        raise MatrixError(f"KL coefficients β must be finite and >= 0, got {', '.join(f'{b:g}' for b in bad_b)}")
+
     columns = [column for name in algo_names for column in _columns(name, group_sizes)]
+    columns = [(family, cfg, beta) for family, cfg in columns for beta in _betas(family, kl_coefs)]
     check_size(len(columns) * len(requests) * len(seeds), "cells (columns × envs × seeds)")
-    names = algo_names + [c.name for _, c in columns]
+    names = list(dict.fromkeys(algo_names + [c.name for _, c, _ in columns] + [_named(c, b) for _, c, b in columns]))
     overrides = group_overrides(sets, names)
 
     cells = []
@@ -287,12 +308,15 @@ def build_cells(
         entry = BUILTIN_ENVS.get(request.id)
         budget = steps or request.steps or (entry.budgets if entry else _custom_budgets())[preset.name]
         env_overrides = group_overrides(list(entry.algo_overrides.items()) if entry else [], list(PRESETS) + names)
-        for family, cfg in columns:
+        for family, cfg, beta in columns:
             changes = {}
             ablated = CONTROLS.get(family, family)
+            name = _named(cfg, beta)
             for level in (env_overrides, overrides):
                 changes.update({**level.get(None, {}), **level.get(ablated, {}), **level.get(family, {})})
-                changes.update(level.get(cfg.name, {}))
+                changes.update({**level.get(cfg.name, {}), **level.get(name, {})})
+            if beta is not None:
+                changes.update(name=name, kl_coef=float(beta))
             try:
                 resolved = cfg.replace(**changes)
             except (ValueError, TypeError) as err:
@@ -316,6 +340,16 @@ def _columns(name: str, group_sizes: list[int]) -> list[tuple[str, AlgoConfig]]:
     else:
         return [(name, base)]
     return [(name, base.replace(name=f"{name}-g{g}", group_size=g)) for g in sizes]
+
+
+def _betas(family: str, kl_coefs: list[float] | None) -> list[float | None]:
+    """The β values of a family's columns: every β of the axis for a preset with a KL term, else [None]."""
+    return list(kl_coefs) if kl_coefs and PRESETS[family].kl_coef > 0 else [None]
+
+
+def _named(cfg: AlgoConfig, beta: float | None) -> str:
+    """A column's name: the config's, with `-bβ` appended on the β axis (`grpo-g8-b0.3`)."""
+    return cfg.name if beta is None else f"{cfg.name}-b{beta:g}"
 
 
 def check_size(count: int, what: str) -> None:
@@ -347,7 +381,18 @@ def _custom_budgets() -> dict[str, int]:
     return BUILTIN_ENVS["CartPole-v1"].budgets
 
 
-MATRIX_KEYS = {"preset", "algos", "envs", "env_modules", "seeds", "seed_list", "steps", "group_sizes", "set"}
+MATRIX_KEYS = {
+    "preset",
+    "algos",
+    "envs",
+    "env_modules",
+    "seeds",
+    "seed_list",
+    "steps",
+    "group_sizes",
+    "kl_coefs",
+    "set",
+}
 ENV_KEYS = {"id", "kwargs", "steps"}
 
 
@@ -368,6 +413,7 @@ MATRIX_TYPES = {
     "seed_list": ("a list of integers", _list_of(int)),
     "steps": ("a positive integer", lambda v: _is_int(v) and v > 0),
     "group_sizes": ("a list of integers", _list_of(int)),
+    "kl_coefs": ("a list of numbers", _list_of((int, float))),
     "set": ("a table of FIELD = VALUE or ALGO = { FIELD = VALUE }", lambda v: isinstance(v, dict)),
 }
 """Matrix-file key → (what it must be, check)."""
