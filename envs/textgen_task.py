@@ -21,6 +21,7 @@ from torch import Tensor
 from rlbench.algos.config import AlgoConfig
 from rlbench.envs.textgen import TextGenConfig, batch_rewards, eval_prompts, sample_prompts
 from rlbench.envs.textgen_lm import Generation, TokenLM, ValueModel, load_or_train_sft
+from rlbench.envs.textgen_rm import RewardModel, load_or_train_reward_model
 from rlbench.rng import np_stream
 from rlbench.rollout import Trajectories
 from rlbench.task import Task
@@ -37,15 +38,22 @@ def kl_per_token(gen: Generation, ref_logp_all: Tensor) -> Tensor:
 
 
 def sequence_metrics(
-    prompts: np.ndarray, gen: Generation, reference: TokenLM, cfg: TextGenConfig
+    prompts: np.ndarray,
+    gen: Generation,
+    reference: TokenLM,
+    cfg: TextGenConfig,
+    reward_model: RewardModel | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """(proxy [N], gold [N], summary) of a batch of completions; KL is to the reference over the whole answer.
+    The proxy is the learned reward model's score when there is one (reward="learned"), else the hand-built one.
 
     kl_ref_seq = E_x[Σ_t KL_t] (KL between the answer distributions given the prompt, by the chain rule),
     kl_ref_token = Σ KL_t / Σ valid tokens, sqrt_kl = √kl_ref_seq (Gao et al.'s d).
     """
     proxy, gold = batch_rewards(prompts, gen.act.numpy(), cfg.bang_bonus)
     with torch.no_grad():
+        if reward_model is not None:
+            proxy = reward_model(torch.as_tensor(prompts), gen.act, gen.lengths).double().numpy()
         kl = kl_per_token(gen, reference.log_probs(torch.as_tensor(prompts), gen.act)) * gen.mask
     kl_seq = float(kl.sum(1).mean())
     summary = {
@@ -67,8 +75,15 @@ class TextGenCollector:
     control condition. The evaluation return is always gold (make_evaluator).
     """
 
-    def __init__(self, cfg: TextGenConfig, algo: AlgoConfig, seed: int, reference: TokenLM) -> None:
-        self.cfg, self.reference = cfg, reference
+    def __init__(
+        self,
+        cfg: TextGenConfig,
+        algo: AlgoConfig,
+        seed: int,
+        reference: TokenLM,
+        reward_model: RewardModel | None = None,
+    ) -> None:
+        self.cfg, self.reference, self.reward_model = cfg, reference, reward_model
         self.rng = np_stream(seed, "prompts")
         self.repeat = algo.group_size if algo.grouped else 1
         self.prompts_per_update = algo.n_envs if algo.grouped else algo.n_envs * SEQS_PER_PROMPT
@@ -86,8 +101,8 @@ class TextGenCollector:
         if rows == 0:
             return None
         prompts, gen = prompts[:rows], Generation(gen.act[:rows], gen.mask[:rows], gen.logp_all[:rows])
-        proxy, gold, summary = sequence_metrics(prompts, gen, self.reference, self.cfg)
-        paid = torch.as_tensor(proxy if self.cfg.reward == "proxy" else gold, dtype=torch.float32)
+        proxy, gold, summary = sequence_metrics(prompts, gen, self.reference, self.cfg, self.reward_model)
+        paid = torch.as_tensor(gold if self.cfg.reward == "gold" else proxy, dtype=torch.float32)
         last = torch.nn.functional.one_hot(gen.lengths - 1, gen.mask.shape[1]).float()
         extra = {f"textgen/{k}": v for k, v in summary.items()}
         extra["time/tokens_per_s"] = tokens_per_s
@@ -115,7 +130,7 @@ class TextGenCollector:
         """Nothing to release: the collector holds no environment processes."""
 
 
-def make_evaluator(cfg: TextGenConfig, reference: TokenLM):
+def make_evaluator(cfg: TextGenConfig, reference: TokenLM, reward_model: RewardModel | None = None):
     """evaluate(policy) → eval/* metrics of sampled completions on the held-out prompts.
 
     eval/return_* is the gold reward (the task's true score, whatever the learner is paid), so final returns,
@@ -128,7 +143,7 @@ def make_evaluator(cfg: TextGenConfig, reference: TokenLM):
     def score(model: TokenLM) -> tuple[np.ndarray, dict[str, float]]:
         generator = torch.Generator().manual_seed(EVAL_SEED)
         gen = model.generate(torch.as_tensor(prompts), cfg.max_new_tokens, generator)
-        _, gold, summary = sequence_metrics(prompts, gen, reference, cfg)
+        _, gold, summary = sequence_metrics(prompts, gen, reference, cfg, reward_model)
         return gold, summary
 
     _, ref = score(reference)
@@ -161,9 +176,10 @@ def make_textgen_task(env_id: str, env_kwargs: dict[str, Any], cfg: AlgoConfig, 
     sft = load_or_train_sft(text_cfg)
     policy = sft.copy()
     critic = ValueModel(sft.model) if cfg.uses_critic else None
+    reward_model = load_or_train_reward_model(text_cfg) if text_cfg.reward == "learned" else None
     return Task(
         policy=policy,
         critic=critic,
-        collector=TextGenCollector(text_cfg, cfg, seed, sft.model),
-        evaluate=make_evaluator(text_cfg, sft.model),
+        collector=TextGenCollector(text_cfg, cfg, seed, sft.model, reward_model),
+        evaluate=make_evaluator(text_cfg, sft.model, reward_model),
     )
