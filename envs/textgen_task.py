@@ -32,6 +32,11 @@ EVAL_SEED = 3
 """Seeds the sampled completions of every evaluation (the same draws for every run and update)."""
 
 
+def learned_proxy(cfg: TextGenConfig) -> RewardModel | None:
+    """The (cached) reward model of cfg's SFT seed when the learner is paid a learned proxy, else None."""
+    return load_or_train_reward_model(cfg) if cfg.reward == "learned" else None
+
+
 def kl_per_token(gen: Generation, ref_logp_all: Tensor) -> Tensor:
     """Exact KL(π(·|s_t) ‖ π_ref(·|s_t)) = Σ_a π(a|s_t)(log π − log π_ref) at every position, [N, T]."""
     return (gen.logp_all.exp() * (gen.logp_all - ref_logp_all)).sum(-1)
@@ -81,9 +86,9 @@ class TextGenCollector:
         algo: AlgoConfig,
         seed: int,
         reference: TokenLM,
-        reward_model: RewardModel | None = None,
     ) -> None:
-        self.cfg, self.reference, self.reward_model = cfg, reference, reward_model
+        self.cfg, self.reference = cfg, reference
+        self.reward_model = learned_proxy(cfg)
         self.rng = np_stream(seed, "prompts")
         self.repeat = algo.group_size if algo.grouped else 1
         self.prompts_per_update = algo.n_envs if algo.grouped else algo.n_envs * SEQS_PER_PROMPT
@@ -130,7 +135,7 @@ class TextGenCollector:
         """Nothing to release: the collector holds no environment processes."""
 
 
-def make_evaluator(cfg: TextGenConfig, reference: TokenLM, reward_model: RewardModel | None = None):
+def make_evaluator(cfg: TextGenConfig, reference: TokenLM):
     """evaluate(policy) → eval/* metrics of sampled completions on the held-out prompts.
 
     eval/return_* is the gold reward (the task's true score, whatever the learner is paid), so final returns,
@@ -139,6 +144,7 @@ def make_evaluator(cfg: TextGenConfig, reference: TokenLM, reward_model: RewardM
     draws, for comparison.
     """
     prompts = eval_prompts(cfg)
+    reward_model = learned_proxy(cfg)
 
     def score(model: TokenLM) -> tuple[np.ndarray, dict[str, float]]:
         generator = torch.Generator().manual_seed(EVAL_SEED)
@@ -176,10 +182,9 @@ def make_textgen_task(env_id: str, env_kwargs: dict[str, Any], cfg: AlgoConfig, 
     sft = load_or_train_sft(text_cfg)
     policy = sft.copy()
     critic = ValueModel(sft.model) if cfg.uses_critic else None
-    reward_model = load_or_train_reward_model(text_cfg) if text_cfg.reward == "learned" else None
     return Task(
         policy=policy,
         critic=critic,
-        collector=TextGenCollector(text_cfg, cfg, seed, sft.model, reward_model),
-        evaluate=make_evaluator(text_cfg, sft.model, reward_model),
+        collector=TextGenCollector(text_cfg, cfg, seed, sft.model),
+        evaluate=make_evaluator(text_cfg, sft.model),
     )

@@ -3,6 +3,9 @@ and the reward-placed penalty in the training loop."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -96,3 +99,70 @@ def test_reward_penalty_is_added_to_valid_steps_only() -> None:
     out = penalised(traj, torch.tensor([0.5, 0.25, 1.0]), kl_coef=2.0)
     assert torch.equal(out.rewards, torch.tensor([[-1.0, 0.5, 0.0], [0.0, 0.0, 0.0]]))
     assert out.episode_returns == [1.0, 2.0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The β axis and the early-stopping comparison
+
+
+def test_kl_coefs_make_one_column_per_beta_for_every_preset_with_a_kl_term() -> None:
+    from rlbench.matrix import EnvRequest, build_cells
+
+    sets = [("ppo_kl-b0.3.lr", 0.002), ("grpo.kl_coef", 5.0)]
+    cells = build_cells(
+        ["ppo", "ppo_kl", "grpo"], [EnvRequest("CartPole-v1")], "smoke", [0], None, [4, 8], sets, [0, 0.3]
+    )
+    by_name = {c.algo.name: c.algo for c in cells}
+    assert sorted(by_name) == sorted(
+        ["ppo", "ppo_kl-b0", "ppo_kl-b0.3", "grpo-g4-b0", "grpo-g4-b0.3", "grpo-g8-b0", "grpo-g8-b0.3"]
+    )
+    assert by_name["ppo_kl-b0.3"].kl_coef == 0.3 and by_name["ppo_kl-b0.3"].lr == 0.002
+    assert by_name["ppo_kl-b0"].lr == by_name["ppo"].lr and by_name["grpo-g8-b0"].kl_coef == 0.0  # β beats --set
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--kl-coefs", "0,big"], ["--kl-coefs", "'big'", "not a number"]),
+        (["--kl-coefs", "0,-0.1"], ["β", "-0.1", ">= 0"]),
+        (["--kl-coefs", "0.1,0.1"], ["KL coefficient", "0.1", "twice"]),
+        (["--set", "ppo_kl.kl_estimator=k4"], ["kl_estimator", "'k4'", "'k1'"]),
+        (["--set", "grpo.kl_estimator=k1"], ["grpo", "k1", "zero expected gradient"]),
+    ],
+)
+def test_bad_kl_input_exits_2_naming_it(tmp_path, args, words) -> None:
+    out = tmp_path / "sweep"
+    cmd = ["run", "--preset", "smoke", "--algos", "ppo_kl,grpo", "--envs", "CartPole-v1", "--out", str(out), *args]
+    result = CliRunner().invoke(app, cmd)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert all(w in message for w in words), message
+    assert not out.exists()
+
+
+def test_first_crossing_interpolates_along_the_trajectory() -> None:
+    from rlbench.reports.stats import first_crossing
+
+    kl, gold = [0.0, 1.0, 3.0, 2.0, 5.0], [0.5, 0.7, 0.6, 0.9, 0.4]
+    assert first_crossing(kl, gold, 0.0) == 0.5
+    assert first_crossing(kl, gold, 0.5) == pytest.approx(0.6)
+    assert first_crossing(kl, gold, 2.0) == pytest.approx(0.65)  # the first crossing, not the later visit
+    assert math.isnan(first_crossing(kl, gold, 6.0)) and math.isnan(first_crossing(kl, gold, math.nan))
+
+
+def test_each_penalised_column_is_compared_with_its_beta_zero_sibling() -> None:
+    from rlbench.reports import claims as C
+    from rlbench.reports.data import kl_siblings
+
+    env = "rlbench/TextGen-v0"
+    base = dataclasses.asdict(PRESETS["ppo_kl"])
+    configs = {
+        (env, "ppo"): {**base, "name": "ppo", "kl_coef": 0.0},
+        (env, "ppo_kl"): {**base, "kl_coef": 1.0},
+        (env, "ppo_kl-b0"): {**base, "name": "ppo_kl-b0", "kl_coef": 0.0, "lr": 0.002},
+        (env, "ppo_kl-b0.3"): {**base, "name": "ppo_kl-b0.3", "kl_coef": 0.3, "lr": 0.002},
+    }
+    assert kl_siblings(configs) == {(env, "ppo_kl"): "ppo", (env, "ppo_kl-b0.3"): "ppo_kl-b0"}
+    tests = C.early_stop_tests(configs)
+    assert [(t.column_a, t.column_b, t.metric_b) for t in tests] == [("ppo_kl-b0.3", "ppo_kl-b0", "early_stop_gold")]
+    assert all(t.claim == "C4" and t.role == C.PRIMARY and t.factor == ("kl_coef",) for t in tests)
