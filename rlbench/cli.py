@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rlbench import display, store
-from rlbench.algos import DESCRIPTIONS, PRESETS
+from rlbench.algos import DESCRIPTIONS, PRESETS, AlgoConfig
 from rlbench.executor import LocalExecutor, Outcome, RayExecutor, check_contract_isolated
 from rlbench.matrix import (
     BUILTIN_ENVS,
@@ -427,13 +427,31 @@ def check_env_cmd(
         raise typer.Exit(1)
 
 
+def kl_setting(cfg: AlgoConfig) -> str:
+    """A preset's KL term in words, e.g. `β 0.04 · k3 in loss` (then `× π/π_old` if importance-weighted), or `—`."""
+    if cfg.kl_coef == 0:
+        return "—"
+    weight = " × π/π_old" if cfg.kl_importance_weight else ""
+    return f"β {cfg.kl_coef:g} · {cfg.kl_estimator} in {cfg.kl_placement}{weight}"
+
+
 @app.command("list")
 def list_() -> None:
     """Show algorithms (which claims' primary tests use them), built-in envs and presets with their budgets."""
     from rlbench.reports.claims import serves
 
     algos = Table(title="algorithms")
-    for col in ("name", "in all", "claims", "advantage", "policy loss", "critic", "KL β", "collect", "description"):
+    for col in (
+        "name",
+        "in all",
+        "claims",
+        "advantage",
+        "policy loss",
+        "critic",
+        "KL to reference",
+        "collect",
+        "description",
+    ):
         algos.add_column(col)
     for name, cfg in PRESETS.items():
         algos.add_row(
@@ -443,7 +461,7 @@ def list_() -> None:
             cfg.advantage,
             cfg.policy_loss,
             "yes" if cfg.uses_critic else "no",
-            f"{cfg.kl_coef:g}",
+            kl_setting(cfg),
             cfg.collect,
             DESCRIPTIONS[name],
         )
