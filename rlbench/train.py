@@ -274,10 +274,16 @@ class Trainer:
             loss = policy_loss - cfg.ent_coef * ent
             terms = {"train/policy_loss": policy_loss, "train/entropy": ent, "train/kl_ref": kl_ref}
             if cfg.kl_placement == "loss" and cfg.kl_coef > 0:
-                terms["train/kl_loss"] = losses.kl_loss(
-                    logp, mb["ref_logp"], mb["logp_old"], m, cfg.kl_estimator, cfg.kl_importance_weight
+                # k3 unweighted is exactly the logged kl_ref: reuse it rather than build the same graph twice.
+                plain_k3 = cfg.kl_estimator == "k3" and not cfg.kl_importance_weight
+                kl_term = (
+                    kl_ref
+                    if plain_k3
+                    else losses.kl_loss(
+                        logp, mb["ref_logp"], mb["logp_old"], m, cfg.kl_estimator, cfg.kl_importance_weight
+                    )
                 )
-                loss = loss + cfg.kl_coef * terms["train/kl_loss"]
+                loss = loss + cfg.kl_coef * kl_term
             if critic is not None:
                 terms["train/value_loss"] = losses.value_loss(critic.value(mb), mb["targets"], m)
                 loss = loss + cfg.vf_coef * terms["train/value_loss"]
