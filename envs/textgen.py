@@ -38,8 +38,9 @@ EVAL_POINTS = 20
 ALGO_OVERRIDES = {"gamma": 1.0, "n_envs": 16, "ppo_kl.kl_coef": 1.0, "grpo.kl_coef": 1.0}
 """Matrix settings on TextGen (`ALGO.FIELD` for one algorithm): undiscounted outcome reward, 16 prompts per
 update, and β = 1. With a per-token KL against unit-scale (normalised or group z-scored) advantages, the
-presets' β ≈ 0.05 barely restrains the policy here (measured: KL ≈ 12 nats per answer vs 14 for ppo);
-β = 1 keeps it < 0.5 nats while gold still improves (DESIGN §4 measured β ∈ 0.5–3)."""
+presets' β ≈ 0.05 barely restrains the policy here (measured with k3 in the loss: KL ≈ 12 nats per answer vs
+14 for ppo); β = 1 keeps it < 0.5 nats while gold still improves. The KL study (docs/kl-study.md) sweeps
+β ∈ {0, 0.03, 0.1, 0.3, 1, 3} with `--kl-coefs` instead of trusting one value."""
 
 
 HOLDOUT_SEED = 20240601
@@ -217,6 +218,14 @@ class TextGenEnv(gym.Env):
     improvement pays; but appending "!"s also pays under the proxy while gold drops as 4 / (4 + #"!"), so
     "1134!!!" scores proxy 1.45 and gold 0.57. The reference writes one "!" in ~10% of answers (its
     demonstrations did), so a policy can find the loophole by sampling and reinforce it.
+
+    ## KL penalty and early stopping
+    A KL penalty to the reference (`ppo_kl`: k1 in the reward, following ∇KL(π‖π_ref); `grpo`: k3 in the
+    loss, following the forward ∇KL(π_ref‖π) per token; `rlbench kl-bias` shows the exact table) is tested the
+    way Gao et al. (2022) did: at the KL a penalised run ends at, does it have more gold than the unpenalised
+    run had when it passed that KL? Run a β axis (`--kl-coefs 0,0.1,0.3,1`) and read the report's "KL penalty
+    vs early stopping" section: a β's cross above the β = 0 trajectories at its KL means the penalty beat
+    stopping early; C4's tests put intervals on it.
 
     ## Arguments
     Any field of `TextGenConfig`, e.g. `gym.make("rlbench/TextGen-v0", reward="gold")`; with a larger
