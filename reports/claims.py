@@ -357,8 +357,13 @@ def evaluate(
 ) -> pd.DataFrame:
     """All tests on per-run measurements (reports.tables.per_run) → one row per (test, env) and per test
     'combined', columns ROW_COLUMNS. configs: (env, column) → resolved AlgoConfig as a dict. Pure and seeded.
-    tests: TESTS plus C4's early-stopping test of every β column of the sweep (early_stop_tests) by default."""
-    tests = TESTS + early_stop_tests(configs) if tests is None else tests
+    tests: by default TESTS plus C4's early-stopping test of every β column of the sweep (early_stop_tests),
+    which then replace TESTS' own early-stopping test when that one's columns did not run."""
+    if tests is None:
+        extra = early_stop_tests(configs)
+        ran = {column for _, column in configs}
+        kept = [t for t in TESTS if not (extra and t.metric_b == EARLY_STOP_B and t.column_a not in ran)]
+        tests = (*kept, *extra)
     if len({t.name for t in tests}) < len(tests):
         raise ValueError("two tests share a name (label, effect and columns); rows are keyed by it")
     all_envs = sorted(runs.env.unique()) if len(runs) else []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -166,3 +167,19 @@ def test_each_penalised_column_is_compared_with_its_beta_zero_sibling() -> None:
     tests = C.early_stop_tests(configs)
     assert [(t.column_a, t.column_b, t.metric_b) for t in tests] == [("ppo_kl-b0.3", "ppo_kl-b0", "early_stop_gold")]
     assert all(t.claim == "C4" and t.role == C.PRIMARY and t.factor == ("kl_coef",) for t in tests)
+
+
+def test_a_beta_sweep_on_textgen_reports_the_frontier_and_the_early_stopping_test(tmp_path) -> None:
+    out = tmp_path / "sweep"
+    cmd = ["run", "--preset", "smoke", "--algos", "ppo_kl", "--kl-coefs", "0,1", "--envs", "rlbench/TextGen-v0"]
+    result = CliRunner().invoke(app, [*cmd, "--seeds", "2", "--steps", "600", "--jobs", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in (out / "rlbench__TextGen-v0").iterdir()} == {"ppo_kl-b0", "ppo_kl-b1"}
+    report = (out / "report" / "report.md").read_text()
+    assert "## KL penalty vs early stopping" in report and "figures/kl_frontier.png" in report
+    frontier = pd.read_csv(out / "report" / "tables" / "kl_frontier.csv")
+    assert list(frontier.beta) == [0.0, 1.0] and list(frontier.n) == [2, 2]
+    assert frontier.early_stop_gold.iloc[1] > 0  # measured on ppo_kl-b0's trajectory at ppo_kl-b1's final KL
+    claims = pd.read_csv(out / "report" / "tables" / "claims.csv")
+    row = claims[(claims.column_a == "ppo_kl-b1") & (claims.env == "combined")].iloc[0]
+    assert row.claim == "C4" and row.column_b == "ppo_kl-b0" and row.differs_in == "kl_coef" and row.n_a == 2
