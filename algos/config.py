@@ -58,8 +58,9 @@ class AlgoConfig:
     k1 its gradient is ∇KL(π‖π_ref) for the sequence); `loss`: +β·E[k] is added to the loss (GRPO; with k3
     its on-policy gradient is ∇KL(π_ref‖π) per token, with k2 ∇KL(π‖π_ref) per token)."""
     kl_importance_weight: bool = False
-    """Weight a loss-placed KL by π/π_old, so that epochs after the first (samples from π_old) keep the
-    on-policy expected gradient (DeepSeek-V3.2); a reward-placed KL gets this from the clipped ratio."""
+    """Weight a loss-placed KL by the detached π/π_old, so that epochs after the first (samples from π_old) keep
+    the on-policy expected gradient (exactly for one step; cf. DeepSeek-V3.2); a reward-placed KL is weighted by
+    the policy loss's ratio instead."""
     scale_rewards: ScaleRewards = "group"
     """`group`: divide by the group std (GRPO); `none`: keep only the mean baseline (Dr. GRPO)."""
     group_baseline: GroupBaseline = "mean"

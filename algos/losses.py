@@ -76,10 +76,11 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, estimator: str) -> Tensor:
 def kl_loss(
     logp: Tensor, ref_logp: Tensor, logp_old: Tensor, mask: Tensor, estimator: str, importance_weight: bool
 ) -> Tensor:
-    """A loss-placed KL term: E[w · k(logp, ref_logp)] over valid steps, w = π/π_old (gradient flowing through
-    both) when `importance_weight`, else 1. Samples come from π_old, so without w the expected gradient after
-    the first epoch is that of the estimator under π_old, not π (DeepSeek-V3.2 weights k3 by π/π_old)."""
+    """A loss-placed KL term: E[w · k(logp, ref_logp)] over valid steps, w = π/π_old detached (an importance
+    weight of the samples, not a term to differentiate) when `importance_weight`, else 1. Samples come from
+    π_old, so without w the expected gradient after the first epoch is E_{π_old}[∇k], not E_π[∇k]; with it,
+    exactly E_π[∇k] for one step (rlbench.kl_bias). DeepSeek-V3.2 also weights its k3 term by π/π_old."""
     per_step = kl_estimate(logp, ref_logp, estimator)
     if importance_weight:
-        per_step = torch.exp(logp - logp_old) * per_step
+        per_step = torch.exp(logp - logp_old).detach() * per_step
     return masked_mean(per_step, mask)

@@ -172,7 +172,7 @@ def test_each_penalised_column_is_compared_with_its_beta_zero_sibling() -> None:
 def test_a_beta_sweep_on_textgen_reports_the_frontier_and_the_early_stopping_test(tmp_path) -> None:
     out = tmp_path / "sweep"
     cmd = ["run", "--preset", "smoke", "--algos", "ppo_kl", "--kl-coefs", "0,1", "--envs", "rlbench/TextGen-v0"]
-    result = CliRunner().invoke(app, [*cmd, "--seeds", "2", "--steps", "600", "--jobs", "1", "--out", str(out)])
+    result = CliRunner().invoke(app, [*cmd, "--seeds", "2", "--jobs", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert {p.name for p in (out / "rlbench__TextGen-v0").iterdir()} == {"ppo_kl-b0", "ppo_kl-b1"}
     report = (out / "report" / "report.md").read_text()
@@ -183,3 +183,13 @@ def test_a_beta_sweep_on_textgen_reports_the_frontier_and_the_early_stopping_tes
     claims = pd.read_csv(out / "report" / "tables" / "claims.csv")
     row = claims[(claims.column_a == "ppo_kl-b1") & (claims.env == "combined")].iloc[0]
     assert row.claim == "C4" and row.column_b == "ppo_kl-b0" and row.differs_in == "kl_coef" and row.n_a == 2
+
+
+def test_the_training_loss_weight_is_the_detached_ratio_the_enumeration_uses() -> None:
+    from rlbench.algos.losses import kl_estimate, kl_loss
+
+    logp = torch.tensor([-1.0, -2.0], requires_grad=True)
+    ref, old, mask = torch.tensor([-1.5, -1.0]), torch.tensor([-1.2, -1.8]), torch.ones(2)
+    (grad,) = torch.autograd.grad(kl_loss(logp, ref, old, mask, "k3", True), logp)
+    (plain,) = torch.autograd.grad(kl_estimate(logp, ref, "k3").sum(), logp)
+    assert torch.allclose(grad, torch.exp(logp - old).detach() * plain / 2)
