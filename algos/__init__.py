@@ -29,12 +29,13 @@ LADDER: tuple[str, ...] = ("pg", "critic", "ppo", "ppo_kl", "grpo")
 PRESETS = {name: PRESETS[name] for name in LADDER} | {k: v for k, v in PRESETS.items() if k not in LADDER}
 
 
-def order_key(column: str) -> tuple[int, int, str]:
-    """Sort key of a matrix column: presets in PRESETS order (the ladder first), a family's `-gG` columns by G."""
-    match = re.fullmatch(r"(.+)-g(\d+)", column)
-    base, g = (match.group(1), int(match.group(2))) if match else (column, 0)
+def order_key(column: str) -> tuple[int, int, float, str]:
+    """Sort key of a matrix column: presets in PRESETS order (the ladder first), a family's `-gG` columns by G,
+    then its `-bβ` columns by β."""
+    match = re.fullmatch(r"(.+?)(?:-g(\d+))?(?:-b([0-9.e+-]+))?", column)
+    base, g, beta = match.group(1), int(match.group(2) or 0), float(match.group(3) or 0)
     names = list(PRESETS)
-    return (names.index(base) if base in names else len(names), g, column)
+    return (names.index(base) if base in names else len(names), g, beta, column)
 
 
 __all__ = ["AlgoConfig", "DESCRIPTIONS", "LADDER", "PRESETS", "order_key"]

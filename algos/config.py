@@ -13,6 +13,8 @@ Collect = Literal["steps", "episodes"]
 ScaleRewards = Literal["group", "none"]
 GroupBaseline = Literal["mean", "loo"]
 LossAgg = Literal["token", "sequence"]
+KLEstimator = Literal["k1", "k2", "k3"]
+KLPlacement = Literal["loss", "reward"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,18 @@ class AlgoConfig:
     clip_high: float | None = None
     """Upper clip ε when asymmetric, else `clip` (DAPO: 0.28)."""
     kl_coef: float = 0.0
-    """β of the k3 KL-to-reference term in the loss (DeepSeekMath GRPO: 0.04); 0 turns it off."""
+    """β of the KL-to-reference term (DeepSeekMath GRPO: 0.04); 0 turns it off."""
+    kl_estimator: KLEstimator = "k1"
+    """Per-token KL estimator (Schulman's note on approximating KL): `k1` = log π − log π_ref, `k2` = ½(log π −
+    log π_ref)², `k3` = r − 1 − log r with r = π_ref/π (DeepSeekMath eq. 4)."""
+    kl_placement: KLPlacement = "reward"
+    """`reward`: −β·k per token is added to the reward before advantages (RLHF PPO, TRL's PPOTrainer; with
+    k1 its gradient is ∇KL(π‖π_ref) for the sequence); `loss`: +β·E[k] is added to the loss (GRPO; with k3
+    its on-policy gradient is ∇KL(π_ref‖π) per token, with k2 ∇KL(π‖π_ref) per token)."""
+    kl_importance_weight: bool = False
+    """Weight a loss-placed KL by the detached π/π_old, so that epochs after the first (samples from π_old) keep
+    the on-policy expected gradient (exactly for one step; cf. DeepSeek-V3.2); a reward-placed KL is weighted by
+    the policy loss's ratio instead."""
     scale_rewards: ScaleRewards = "group"
     """`group`: divide by the group std (GRPO); `none`: keep only the mean baseline (Dr. GRPO)."""
     group_baseline: GroupBaseline = "mean"
@@ -99,6 +112,16 @@ class AlgoConfig:
         if self.value_epochs and not self.uses_critic:
             raise ValueError(
                 f"{self.name}.value_epochs = {self.value_epochs}: needs a critic (advantage baseline or gae)"
+            )
+        if self.kl_placement == "loss" and self.kl_estimator == "k1":
+            raise ValueError(
+                f"{self.name}: kl_estimator = 'k1' with kl_placement = 'loss' has zero expected gradient "
+                "(E_π[∇log π] = 0); allowed: k1 in the reward, or k2/k3 in the loss"
+            )
+        if self.kl_importance_weight and self.kl_placement == "reward":
+            raise ValueError(
+                f"{self.name}: kl_importance_weight = True needs kl_placement = 'loss' (a reward-placed KL is "
+                "already importance-weighted by the policy loss's ratio π/π_old)"
             )
         if self.clip is None and self.clip_high is not None:
             raise ValueError(f"{self.name}.clip_high = {self.clip_high}: needs a clip (clip is none)")
@@ -172,6 +195,16 @@ def _check_field(name: str, value: Any, hint: Any) -> None:
 
 def group_preset(name: str, **changes: Any) -> AlgoConfig:
     """A GRPO-family preset: no critic, G = 8 episodes from each of 4 start states per update, group-relative
-    advantages, the clipped surrogate and β = 0.04 k3 KL to the reference (DeepSeekMath), plus `changes`."""
-    base = dict(advantage="group", policy_loss="clip", collect="episodes", n_envs=4, group_size=8, kl_coef=0.04)
+    advantages, the clipped surrogate and β = 0.04 k3 KL to the reference in the loss, without importance
+    weight (DeepSeekMath eq. 3–4; its on-policy gradient is that of the per-token KL(π_ref‖π)), plus `changes`."""
+    base = dict(
+        advantage="group",
+        policy_loss="clip",
+        collect="episodes",
+        n_envs=4,
+        group_size=8,
+        kl_coef=0.04,
+        kl_estimator="k3",
+        kl_placement="loss",
+    )
     return AlgoConfig(name=name, **{**base, "norm_adv": False, **changes})

@@ -54,3 +54,33 @@ def k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """Per-step KL(π‖π_ref) estimate from samples of π: exp(ref − logp) − (ref − logp) − 1 ≥ 0 (DeepSeekMath eq. 4)."""
     diff = ref_logp - logp
     return torch.exp(diff) - diff - 1.0
+
+
+def kl_estimate(logp: Tensor, ref_logp: Tensor, estimator: str) -> Tensor:
+    """Schulman's per-sample estimators of KL(π‖π_ref) at samples of π, with log r = ref_logp − logp:
+    k1 = −log r (unbiased), k2 = ½(log r)² (biased, ≥ 0), k3 = r − 1 − log r (unbiased, ≥ 0).
+
+    As *values* k1 and k3 are unbiased; as *gradients* they differ (rlbench.kl_bias enumerates them):
+    on-policy, k1 in the reward and k2 in the loss follow ∇KL(π‖π_ref), k3 in the loss follows ∇KL(π_ref‖π)
+    and k1 in the loss has zero expected gradient.
+    """
+    if estimator == "k1":
+        return logp - ref_logp
+    if estimator == "k2":
+        return 0.5 * (logp - ref_logp) ** 2
+    if estimator == "k3":
+        return k3(logp, ref_logp)
+    raise ValueError(f"kl estimator {estimator!r}: allowed values are 'k1', 'k2', 'k3'")
+
+
+def kl_loss(
+    logp: Tensor, ref_logp: Tensor, logp_old: Tensor, mask: Tensor, estimator: str, importance_weight: bool
+) -> Tensor:
+    """A loss-placed KL term: E[w · k(logp, ref_logp)] over valid steps, w = π/π_old detached (an importance
+    weight of the samples, not a term to differentiate) when `importance_weight`, else 1. Samples come from
+    π_old, so without w the expected gradient after the first epoch is E_{π_old}[∇k], not E_π[∇k]; with it,
+    exactly E_π[∇k] for one step (rlbench.kl_bias). DeepSeek-V3.2 also weights its k3 term by π/π_old."""
+    per_step = kl_estimate(logp, ref_logp, estimator)
+    if importance_weight:
+        per_step = torch.exp(logp - logp_old).detach() * per_step
+    return masked_mean(per_step, mask)

@@ -168,8 +168,10 @@ def _fresh_lm(cfg: TextGenConfig) -> TokenLM:
 def train_sft(cfg: TextGenConfig) -> tuple[dict[str, Tensor], dict[str, float]]:
     """Supervised training on the demonstrations: cross-entropy over answer tokens up to and including EOS.
 
-    Deterministic given cfg (own seeds, CPU). Returns (state_dict, metadata with timing and accuracy).
+    Deterministic given cfg (own seeds, CPU; sft_seed None means 0). Returns (state_dict, metadata with timing
+    and accuracy).
     """
+    cfg = cfg.pinned()
     start = time.perf_counter()
     rng = np.random.default_rng([cfg.sft_seed, 7])
     prompts, answers = (torch.as_tensor(a) for a in demonstrations(cfg, rng, cfg.corpus_size))
@@ -230,8 +232,10 @@ class SFTModel:
 def load_or_train_sft(cfg: TextGenConfig, directory: Path | None = None) -> SFTModel:
     """The SFT model for cfg from `directory` (default `cache_dir()`/textgen), trained and stored on a miss.
 
-    The file is written to a temporary name and renamed, so concurrent runs never read a partial file.
+    The file is written to a temporary name and renamed, so concurrent runs never read a partial file. An
+    unpinned cfg (sft_seed None) gets the model of SFT seed 0.
     """
+    cfg = cfg.pinned()
     path = (directory or cache_dir() / "textgen") / f"sft-{cache_key(cfg)[:20]}.pt"
     model = _fresh_lm(cfg)
     if path.exists():

@@ -21,6 +21,7 @@ from torch import Tensor
 from rlbench.algos.config import AlgoConfig
 from rlbench.envs.textgen import TextGenConfig, batch_rewards, eval_prompts, sample_prompts
 from rlbench.envs.textgen_lm import Generation, TokenLM, ValueModel, load_or_train_sft
+from rlbench.envs.textgen_rm import RewardModel, load_or_train_reward_model
 from rlbench.rng import np_stream
 from rlbench.rollout import Trajectories
 from rlbench.task import Task
@@ -31,21 +32,33 @@ EVAL_SEED = 3
 """Seeds the sampled completions of every evaluation (the same draws for every run and update)."""
 
 
+def learned_proxy(cfg: TextGenConfig) -> RewardModel | None:
+    """The (cached) reward model of cfg's SFT seed when the learner is paid a learned proxy, else None."""
+    return load_or_train_reward_model(cfg) if cfg.reward == "learned" else None
+
+
 def kl_per_token(gen: Generation, ref_logp_all: Tensor) -> Tensor:
     """Exact KL(π(·|s_t) ‖ π_ref(·|s_t)) = Σ_a π(a|s_t)(log π − log π_ref) at every position, [N, T]."""
     return (gen.logp_all.exp() * (gen.logp_all - ref_logp_all)).sum(-1)
 
 
 def sequence_metrics(
-    prompts: np.ndarray, gen: Generation, reference: TokenLM, cfg: TextGenConfig
+    prompts: np.ndarray,
+    gen: Generation,
+    reference: TokenLM,
+    cfg: TextGenConfig,
+    reward_model: RewardModel | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """(proxy [N], gold [N], summary) of a batch of completions; KL is to the reference over the whole answer.
+    The proxy is the learned reward model's score when there is one (reward="learned"), else the hand-built one.
 
     kl_ref_seq = E_x[Σ_t KL_t] (KL between the answer distributions given the prompt, by the chain rule),
     kl_ref_token = Σ KL_t / Σ valid tokens, sqrt_kl = √kl_ref_seq (Gao et al.'s d).
     """
     proxy, gold = batch_rewards(prompts, gen.act.numpy(), cfg.bang_bonus)
     with torch.no_grad():
+        if reward_model is not None:
+            proxy = reward_model(torch.as_tensor(prompts), gen.act, gen.lengths).double().numpy()
         kl = kl_per_token(gen, reference.log_probs(torch.as_tensor(prompts), gen.act)) * gen.mask
     kl_seq = float(kl.sum(1).mean())
     summary = {
@@ -67,8 +80,15 @@ class TextGenCollector:
     control condition. The evaluation return is always gold (make_evaluator).
     """
 
-    def __init__(self, cfg: TextGenConfig, algo: AlgoConfig, seed: int, reference: TokenLM) -> None:
+    def __init__(
+        self,
+        cfg: TextGenConfig,
+        algo: AlgoConfig,
+        seed: int,
+        reference: TokenLM,
+    ) -> None:
         self.cfg, self.reference = cfg, reference
+        self.reward_model = learned_proxy(cfg)
         self.rng = np_stream(seed, "prompts")
         self.repeat = algo.group_size if algo.grouped else 1
         self.prompts_per_update = algo.n_envs if algo.grouped else algo.n_envs * SEQS_PER_PROMPT
@@ -86,8 +106,8 @@ class TextGenCollector:
         if rows == 0:
             return None
         prompts, gen = prompts[:rows], Generation(gen.act[:rows], gen.mask[:rows], gen.logp_all[:rows])
-        proxy, gold, summary = sequence_metrics(prompts, gen, self.reference, self.cfg)
-        paid = torch.as_tensor(proxy if self.cfg.reward == "proxy" else gold, dtype=torch.float32)
+        proxy, gold, summary = sequence_metrics(prompts, gen, self.reference, self.cfg, self.reward_model)
+        paid = torch.as_tensor(gold if self.cfg.reward == "gold" else proxy, dtype=torch.float32)
         last = torch.nn.functional.one_hot(gen.lengths - 1, gen.mask.shape[1]).float()
         extra = {f"textgen/{k}": v for k, v in summary.items()}
         extra["time/tokens_per_s"] = tokens_per_s
@@ -124,11 +144,12 @@ def make_evaluator(cfg: TextGenConfig, reference: TokenLM):
     draws, for comparison.
     """
     prompts = eval_prompts(cfg)
+    reward_model = learned_proxy(cfg)
 
     def score(model: TokenLM) -> tuple[np.ndarray, dict[str, float]]:
         generator = torch.Generator().manual_seed(EVAL_SEED)
         gen = model.generate(torch.as_tensor(prompts), cfg.max_new_tokens, generator)
-        _, gold, summary = sequence_metrics(prompts, gen, reference, cfg)
+        _, gold, summary = sequence_metrics(prompts, gen, reference, cfg, reward_model)
         return gold, summary
 
     _, ref = score(reference)
@@ -151,12 +172,13 @@ def make_evaluator(cfg: TextGenConfig, reference: TokenLM):
 
 
 def make_textgen_task(env_id: str, env_kwargs: dict[str, Any], cfg: AlgoConfig, seed: int, eval_episodes: int) -> Task:
-    """Policy = a trainable copy of the (cached) SFT model; critic = its trunk with a value head if needed.
+    """Policy = a trainable copy of the (cached) SFT model of sft_seed (default: the run's seed); critic = its
+    trunk with a value head if needed.
 
     `eval_episodes` is not used: every evaluation samples one completion for each of the cfg.eval_prompts
     held-out prompts, which costs milliseconds.
     """
-    text_cfg = TextGenConfig(**env_kwargs)
+    text_cfg = TextGenConfig(**env_kwargs).pinned(seed)
     sft = load_or_train_sft(text_cfg)
     policy = sft.copy()
     critic = ValueModel(sft.model) if cfg.uses_critic else None

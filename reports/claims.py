@@ -18,7 +18,7 @@ import pandas as pd
 
 from rlbench.matrix import CONTROL_GROUP_SIZES
 from rlbench.reports import stats as S
-from rlbench.reports.data import is_textgen
+from rlbench.reports.data import is_textgen, kl_siblings
 
 REPS = 20_000
 """Bootstrap resamples per test: interval ends repeat to the printed 2 significant digits across bootstrap seeds
@@ -44,7 +44,7 @@ CLAIMS = (
     Claim("C1", 'Raw ("absolute") rewards give high-variance gradient estimates.'),
     Claim("C2", "A learned critic baseline lowers that variance without biasing the gradient."),
     Claim("C3", "PPO's clip keeps each update small and training stable."),
-    Claim("C4", "A KL penalty to a frozen reference model limits reward hacking."),
+    Claim("C4", "A KL penalty gives more gold reward than stopping early at the same KL to the reference."),
     Claim(
         "C5",
         "GRPO drops the critic (less memory and compute per update) and gets its baseline from a group of G "
@@ -74,6 +74,9 @@ class Test:
     """Per-side statistic of a ratio or diff: IQM, mean, median or std."""
     envs: str = "all"
     """`all` or `textgen` (only TextGen has gold reward)."""
+    metric_b: str = ""
+    """If set, side B's values are this metric of column_a's runs, measured on column_b's runs (e.g. the gold
+    of column_b's run of the same seed at column_a's final KL: `early_stop_gold`); else `metric` of column_b."""
 
     @property
     def effect_kind(self) -> str:
@@ -99,6 +102,8 @@ def _c5_tests(g: int) -> tuple[Test, ...]:
 
 
 NOISE = ("grad_noise_scale", "gradient noise scale")
+EARLY_STOP = ("gold", "gold reward vs the β = 0 run stopped at the same KL")
+EARLY_STOP_B = "early_stop_gold"
 G_LOW, G_HIGH = CONTROL_GROUP_SIZES
 
 TESTS: tuple[Test, ...] = (
@@ -117,7 +122,7 @@ TESTS: tuple[Test, ...] = (
     Test("C3", CONTEXT, "ppo", "ppo_noclip", "final_return", "across-seed std of final return", "ratio", -1, (), "std"),
     Test("C3", CONTEXT, "ppo", "ppo_noclip", "final_return", "final return", "diff", +1),
     Test("C3", CONTEXT, "ppo", "critic", "approx_kl", "approx KL per update", "ratio", -1),
-    Test("C4", PRIMARY, "ppo_kl", "ppo", "gold", "gold reward", "diff", +1, ("kl_coef",), envs="textgen"),
+    Test("C4", PRIMARY, "ppo_kl", "ppo", *EARLY_STOP, "diff", +1, ("kl_coef",), envs="textgen", metric_b=EARLY_STOP_B),
     Test("C4", CONTEXT, "ppo_kl", "ppo", "gap", "proxy − gold gap", "diff", -1, envs="textgen"),
     Test("C4", CONTEXT, "ppo_kl", "ppo", "kl_to_ref", "KL to reference", "ratio", -1, envs="textgen"),
     *_c5_tests(G_LOW),
@@ -130,6 +135,17 @@ TESTS: tuple[Test, ...] = (
 """The pre-registered tests. The direction states the claim: e.g. C1 predicts P(noise of pg > noise of
 pg_centred) > ½. C2's factor is the learned baseline: the `baseline` advantage and the critic's fit
 (`value_epochs`); C5's noise test is the G trend (one doubling of G)."""
+
+
+def early_stop_tests(configs: dict[tuple[str, str], dict], tests: tuple[Test, ...] = TESTS) -> tuple[Test, ...]:
+    """C4's primary test for every TextGen column with a KL penalty whose β = 0 sibling ran (reports.data.
+    kl_siblings), unless `tests` already has it: its final gold vs the sibling's gold at the same KL."""
+    have = {(t.column_a, t.column_b) for t in tests if t.metric_b == EARLY_STOP_B}
+    pairs = sorted({(a, b) for (env, a), b in kl_siblings(configs).items() if is_textgen(env)} - have)
+    return tuple(
+        Test("C4", PRIMARY, a, b, *EARLY_STOP, "diff", +1, ("kl_coef",), envs="textgen", metric_b=EARLY_STOP_B)
+        for a, b in pairs
+    )
 
 
 def claim_columns(claim_id: str | None = None) -> list[str]:
@@ -259,7 +275,8 @@ def _test_rows(t: Test, runs: pd.DataFrame, configs: dict, envs: list[str], seed
     base = _base(t) | {"_measured": measured}
     rows, pooled, dists = [], [], []
     for i, env in enumerate(envs):
-        a, b = (_values(runs, env, c, t.metric, keep_inf) for c in (t.column_a, t.column_b))
+        a = _values(runs, env, t.column_a, t.metric, keep_inf)
+        b = _values(runs, env, *((t.column_a, t.metric_b) if t.metric_b else (t.column_b, t.metric)), keep_inf)
         dist = np.array([])
         if min(a.size, b.size) >= need:
             dist = S.env_bootstrap([(a, b)], t.kind, t.statistic, reps, seed * 1000 + i)[:, 0]
@@ -336,10 +353,17 @@ def evaluate(
     configs: dict[tuple[str, str], dict],
     seed: int = 0,
     reps: int = REPS,
-    tests: tuple[Test, ...] = TESTS,
+    tests: tuple[Test, ...] | None = None,
 ) -> pd.DataFrame:
     """All tests on per-run measurements (reports.tables.per_run) → one row per (test, env) and per test
-    'combined', columns ROW_COLUMNS. configs: (env, column) → resolved AlgoConfig as a dict. Pure and seeded."""
+    'combined', columns ROW_COLUMNS. configs: (env, column) → resolved AlgoConfig as a dict. Pure and seeded.
+    tests: by default TESTS plus C4's early-stopping test of every β column of the sweep (early_stop_tests),
+    which then replace TESTS' own early-stopping test when that one's columns did not run."""
+    if tests is None:
+        extra = early_stop_tests(configs)
+        ran = {column for _, column in configs}
+        kept = [t for t in TESTS if not (extra and t.metric_b == EARLY_STOP_B and t.column_a not in ran)]
+        tests = (*kept, *extra)
     if len({t.name for t in tests}) < len(tests):
         raise ValueError("two tests share a name (label, effect and columns); rows are keyed by it")
     all_envs = sorted(runs.env.unique()) if len(runs) else []

@@ -152,3 +152,19 @@ def load_sweep(out: Path) -> Sweep:
 
 def is_textgen(env_id: str) -> bool:
     return "textgen" in env_id.lower()
+
+
+def kl_siblings(configs: dict[tuple[str, str], dict]) -> dict[tuple[str, str], str]:
+    """(env, column with β = kl_coef > 0) → the column of the same env whose resolved config is the same but for
+    β = 0 (and its name): the unpenalised run a KL penalty is compared with (`ppo` for `ppo_kl`, `x-b0` for
+    `x-b0.3` on the β axis). Columns without such a sibling are left out."""
+
+    def key(cfg: dict) -> str:
+        return repr(sorted((k, v) for k, v in cfg.items() if k not in ("name", "kl_coef")))
+
+    unpenalised = {(env, key(cfg)): col for (env, col), cfg in configs.items() if cfg.get("kl_coef") == 0}
+    return {
+        (env, col): unpenalised[env, key(cfg)]
+        for (env, col), cfg in configs.items()
+        if (cfg.get("kl_coef") or 0) > 0 and (env, key(cfg)) in unpenalised
+    }

@@ -498,6 +498,61 @@ def reward_hacking(
     return save(fig, folder, "reward_hacking")
 
 
+def kl_frontier(frontier: pd.DataFrame, points: pd.DataFrame, runs: pd.DataFrame, folder: Path) -> str:
+    """Gold reward against KL to the reference, a panel per (TextGen env, KL family): the β = 0 column's
+    evaluations along training (a grey line per seed, its RL-form fit in black) and every β's final runs (dots)
+    with their IQM and 95% intervals (cross), coloured by β. Gao et al.'s early-stopping test compares each
+    cross with the grey lines at the same KL."""
+    panels = list(dict.fromkeys(zip(frontier.env, frontier.family))) if not frontier.empty else []
+    if not panels:
+        fig, ax = plt.subplots(figsize=(8, 2.0), layout="constrained")
+        _no_data(
+            ax,
+            "KL frontier: no TextGen column with a KL penalty and its β = 0 sibling in this sweep.\n"
+            "Add --kl-coefs 0,0.1,1 (or ppo and ppo_kl) on rlbench/TextGen-v0.",
+        )
+        return save(fig, folder, "kl_frontier")
+    betas = sorted(set(frontier.beta[frontier.beta > 0]))
+    cmap = plt.get_cmap("viridis")
+    colour = {b: cmap(i / max(1, len(betas) - 1) * 0.9) for i, b in enumerate(betas)}
+    fig, axes = _figure(1, len(panels), w=5.0, h=4.0)
+    for ax, (env, family) in zip(axes[0], panels):
+        rows = frontier[(frontier.env == env) & (frontier.family == family)]
+        base = rows[rows.beta == 0].algo.iloc[0] if (rows.beta == 0).any() else None
+        traj = points[(points.env == env) & (points.algo == base)]
+        for _, g in traj.groupby("seed"):
+            ax.plot(g.kl, g.gold, color="0.6", lw=0.9, alpha=0.8)
+        fit = rows[rows.beta == 0]
+        if not fit.empty and np.isfinite(fit.fit_alpha.iloc[0]) and (traj.kl > 0).any():
+            ref_gold = float((traj.gold - traj.gold_gain).mean())
+            dd = np.sqrt(np.geomspace(max(1e-3, traj.kl[traj.kl > 0].min()), traj.kl.max(), 100))
+            ax.plot(
+                dd**2, ref_gold + dd * (fit.fit_alpha.iloc[0] - fit.fit_beta.iloc[0] * np.log(dd)), color="k", lw=1.6
+            )
+        for r in rows[rows.beta > 0].itertuples():
+            sel = runs[(runs.env == env) & (runs.algo == r.algo)]
+            ax.scatter(sel.kl_final, sel.gold, color=colour[r.beta], s=14, alpha=0.6, lw=0)
+            ax.errorbar(
+                r.kl,
+                r.gold,
+                xerr=[[max(0.0, r.kl - r.kl_low)], [max(0.0, r.kl_high - r.kl)]],
+                yerr=[[max(0.0, r.gold - r.gold_low)], [max(0.0, r.gold_high - r.gold)]],
+                color=colour[r.beta],
+                lw=1.8,
+                capsize=3,
+                marker="o",
+                ms=5,
+            )
+        ax.set_xscale("symlog", linthresh=0.1)
+        ax.set(xlabel="KL(π‖π_ref) per answer (nats, symlog)", ylabel="gold reward", title=f"{env}: {family}")
+    handles = [Line2D([], [], color="0.6", lw=1, label="β = 0, along training (per seed)")]
+    handles += [Line2D([], [], color="k", lw=1.6, label="β = 0: fit R(d) = d(α − β log d)")]
+    handles += [Line2D([], [], color=colour[b], marker="o", lw=1.8, label=f"β = {b:g}, final") for b in betas]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)))
+    fig.suptitle("The KL frontier: final gold vs KL per β, against the unpenalised run stopped early")
+    return save(fig, folder, "kl_frontier")
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 7. Aggregates
 

@@ -35,6 +35,7 @@ SECTIONS = (
     ("compute", "Compute cost"),
     ("group", "GRPO group size"),
     ("hacking", "Reward hacking"),
+    ("kl", "KL penalty vs early stopping"),
     ("aggregates", "Aggregates"),
     ("failures", "Failed and missing runs"),
     ("methods", "Methods"),
@@ -359,6 +360,7 @@ def compute(sweep: Sweep, seed: int) -> Results:
     runs = T.per_run(sweep)
     scores, norm = T.normalized_scores(sweep, runs)
     points = T.hacking_points(sweep)
+    kl_points = T.kl_points(sweep)
     tables = {
         "per_run": runs.sort_values(["env", "algo", "seed"]) if not runs.empty else runs,
         "final_returns": T.final_table(sweep, runs, seed),
@@ -374,6 +376,8 @@ def compute(sweep: Sweep, seed: int) -> Results:
         "performance_profile": T.profile_table(scores, seed),
         "reward_hacking_points": points,
         "reward_hacking": T.hacking_table(sweep, runs, points, seed),
+        "kl_points": kl_points,
+        "kl_frontier": T.kl_frontier(sweep, runs, kl_points, seed),
         "claims": C.evaluate(runs, sweep.configs, seed),
     }
     curves = {c: T.curves(sweep, c, seed, bins=T.BINS // 2) for c in CURVE_COLUMNS}
@@ -437,6 +441,7 @@ def draw_figures(r: Results, figs: Path) -> dict[str, dict[str, str]]:
         colours,
         figs,
     )
+    F.kl_frontier(r.kl_frontier, r.kl_points, runs, figs)
     F.aggregates(r.aggregates, algos, colours, figs, tasks)
     F.improvement(r.probability_of_improvement, colours, figs, tasks)
     F.profiles(r.performance_profile, algos, colours, figs, tasks)
@@ -642,6 +647,46 @@ def _hacking_section(r: Results, S_: dict[str, Section]) -> None:
     )
 
 
+def _kl_section(r: Results, S_: dict[str, Section]) -> None:
+    """C4 as Gao et al. tested it: the β frontier and each penalised column against early stopping."""
+    ks = S_["kl"]
+    f = r.kl_frontier
+    if f.empty:
+        ks.text(
+            "No TextGen column with a KL penalty ran next to its β = 0 sibling, so the KL frontier and the "
+            "early-stopping test were not measured (run e.g. `--algos ppo_kl,grpo --kl-coefs 0,0.1,0.3,1`)."
+        )
+    else:
+        ks.text(
+            "Per KL family and β: the final KL to the reference (nats per answer) and gold reward, IQM [95% CI] "
+            "over seeds. *gold of β = 0 at that KL* is Gao et al.'s early-stopping comparison: the gold the "
+            "unpenalised run of the same seed (and reference model) had when its KL first reached this run's "
+            "final KL, interpolated between evaluations. A KL penalty beats stopping early where gold exceeds "
+            "it; C4's primary tests (Claims) put intervals and Holm-corrected verdicts on the difference. The "
+            "RL-form fit R(d) = d(α − β_fit log d) of gold − reference gold against d = √KL uses every evaluation "
+            "of the column, with 95% intervals from resampling seeds."
+        )
+        shown = pd.DataFrame(
+            {
+                "env": f.env,
+                "family": f.family,
+                "β": f.beta.map(lambda b: f"{b:g}"),
+                "n": f.n,
+                "final KL": [ci(a, b, c) for a, b, c in zip(f.kl, f.kl_low, f.kl_high)],
+                "final gold": [ci(a, b, c) for a, b, c in zip(f.gold, f.gold_low, f.gold_high)],
+                "gold of β = 0 at that KL": f.early_stop_gold.map(fmt),
+                "fit α": [ci(a, b, c) for a, b, c in zip(f.fit_alpha, f.fit_alpha_low, f.fit_alpha_high)],
+                "fit β": [ci(a, b, c) for a, b, c in zip(f.fit_beta, f.fit_beta_low, f.fit_beta_high)],
+            }
+        )
+        ks.table(shown, "The KL frontier and the early-stopping comparison (tables/kl_frontier.csv)")
+    ks.figure(
+        "kl_frontier",
+        "Gold vs KL to the reference: β = 0 along training (grey, per seed; black: RL-form fit) and each β's final "
+        "runs (dots; cross: IQM with 95% intervals). A cross above the grey lines at its KL beats early stopping.",
+    )
+
+
 def _aggregates_section(r: Results, S_: dict[str, Section]) -> None:
     """Normalized aggregates across envs (rliable)."""
     ag = S_["aggregates"]
@@ -718,6 +763,7 @@ def build_sections(r: Results, stems: dict[str, dict[str, str]]) -> list[Section
     _compute_section(r, S_, stems)
     _group_section(r, S_)
     _hacking_section(r, S_)
+    _kl_section(r, S_)
     _aggregates_section(r, S_)
     _failures_section(r, S_)
     _methods_section(r, S_)
@@ -727,7 +773,7 @@ def build_sections(r: Results, stems: dict[str, dict[str, str]]) -> list[Section
 def write_tables(r: Results, tabs: Path) -> None:
     """tables/<name>.csv for every table, and claims.json (the claims table as records)."""
     for name, df in r.tables.items():
-        if name != "reward_hacking_points":
+        if name not in ("reward_hacking_points", "kl_points"):
             T.write_csv(df, tabs / f"{name}.csv")
     records = [{k: _json_value(v) for k, v in row.items()} for row in T.round_sig(r.claims).to_dict("records")]
     (tabs / "claims.json").write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n")

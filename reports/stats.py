@@ -387,6 +387,24 @@ def bootstrap_p(dist: np.ndarray, null: float) -> float:
     return float(min(1.0, 2.0 * min(low, high) / (dist.size + 1)))
 
 
+def first_crossing(x: ArrayLike, y: ArrayLike, x0: float) -> float:
+    """y along a trajectory of points (x[i], y[i]) where x first reaches x0, linearly interpolated between the
+    two points around that crossing (y[0] if x[0] >= x0); NaN if x never reaches x0 or x0 is NaN.
+
+    Gao et al.'s early-stopping comparison: the gold reward an unpenalised run had when its KL to the reference
+    was what a penalised run ended at.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    reached = np.flatnonzero(x >= x0) if np.isfinite(x0) else np.array([], dtype=int)
+    if reached.size == 0:
+        return float("nan")
+    i = int(reached[0])
+    if i == 0:
+        return float(y[0])
+    w = (x0 - x[i - 1]) / (x[i] - x[i - 1])
+    return float(y[i - 1] + w * (y[i] - y[i - 1]))
+
+
 def holm(pvalues: ArrayLike) -> np.ndarray:
     """Holm–Bonferroni adjusted p-values: sorted p_(1) ≤ … ≤ p_(m) become max_{j ≤ k} min(1, (m − j + 1)·p_(j)).
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from rlbench.algos import order_key
 from rlbench.reports import stats as S
-from rlbench.reports.data import Sweep, is_textgen
+from rlbench.reports.data import Sweep, is_textgen, kl_siblings
 
 REPS = 2000
 """Bootstrap resamples for every interval in the report."""
@@ -235,14 +235,35 @@ def per_run(sweep: Sweep) -> pd.DataFrame:
                 row["gold"] = float(e["eval/gold_mean"].iloc[-1])
                 row["proxy"] = float(e["eval/proxy_mean"].iloc[-1])
                 row["gap"] = row["proxy"] - row["gold"]
+            if not e.empty and "eval/kl_ref_seq" in e:
+                row["kl_final"] = float(e["eval/kl_ref_seq"].iloc[-1])
         rows.append(row)
     if not rows:
         return pd.DataFrame(columns=["env", "algo", "seed"])
     out = pd.DataFrame(rows)
+    if "kl_final" in out:
+        out["early_stop_gold"] = early_stop_gold(sweep, out)
     for env, idx in out.groupby("env").groups.items():
         lo, hi, _ = score_range(env, out.loc[idx, "final_return"])
         out.loc[idx, "drawdown"] = [drawdown(c, hi - lo) for c in out.loc[idx, "_curve"]]
     return out.drop(columns="_curve")
+
+
+def early_stop_gold(sweep: Sweep, runs: pd.DataFrame) -> list[float]:
+    """Per run of `runs` with a KL penalty (β > 0): the gold reward its β = 0 sibling column's run of the same
+    seed had when its KL to the reference first reached this run's final KL, interpolated between evaluations
+    (reports.stats.first_crossing); NaN for other runs, or when the sibling never got that far."""
+    siblings = kl_siblings(sweep.configs)
+    evals = {k: g.sort_values("env_steps") for k, g in sweep.evals.groupby(["env", "algo", "seed"], sort=False)}
+    out = []
+    for r in runs.itertuples():
+        sibling = siblings.get((r.env, r.algo))
+        e = evals.get((r.env, sibling, r.seed)) if sibling else None
+        if e is None or "eval/kl_ref_seq" not in e:
+            out.append(np.nan)
+            continue
+        out.append(S.first_crossing(e["eval/kl_ref_seq"], e["eval/gold_mean"], r.kl_final))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -647,4 +668,86 @@ def hacking_table(sweep: Sweep, runs: pd.DataFrame, points: pd.DataFrame, seed: 
                     "d_peak": float(np.exp(alpha / beta - 1)) if np.isfinite(beta) and beta > 0 else np.nan,
                 }
             )
+    return pd.DataFrame(rows, columns=cols)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# KL frontier (TextGen, the β axis)
+
+FIT_REPS = 2_000
+"""Bootstrap resamples (of seeds) for the intervals of the Gao et al. fit's α and β."""
+
+
+def kl_families(configs: dict[tuple[str, str], dict]) -> dict[tuple[str, str], tuple[str, float]]:
+    """(env, column) → (family, β) for every column of a KL family: an unpenalised (β = 0) column that some
+    penalised column has as its sibling (reports.data.kl_siblings), and those penalised columns. The family is
+    the β = 0 column's name without `-b0` (`ppo_kl` for `ppo_kl-b0`, `ppo` for ppo_kl's sibling `ppo`)."""
+    out = {}
+    for (env, col), sibling in kl_siblings(configs).items():
+        family = sibling.removesuffix("-b0")
+        out[env, sibling] = (family, 0.0)
+        out[env, col] = (family, float(configs[env, col]["kl_coef"]))
+    return out
+
+
+def kl_points(sweep: Sweep) -> pd.DataFrame:
+    """Every evaluation of TextGen runs: env, algo, seed, env_steps, kl (to the reference, per answer), gold,
+    gold_gain (gold − the reference's gold on the same prompts) and d = √kl."""
+    cols = ["env", "algo", "seed", "env_steps", "kl", "gold", "gold_gain", "d"]
+    e = sweep.evals
+    if e.empty or "eval/kl_ref_seq" not in e:
+        return pd.DataFrame(columns=cols)
+    e = e[e.env.map(is_textgen) & e["eval/kl_ref_seq"].notna()].sort_values(["env", "algo", "seed", "env_steps"])
+    out = pd.DataFrame(
+        {
+            "env": e.env,
+            "algo": e.algo,
+            "seed": e.seed,
+            "env_steps": e.env_steps,
+            "kl": e["eval/kl_ref_seq"],
+            "gold": e["eval/gold_mean"],
+            "gold_gain": e["eval/gold_mean"] - e["eval/ref_gold_mean"],
+        }
+    )
+    out["d"] = np.sqrt(out.kl.clip(lower=0))
+    return out.reset_index(drop=True)
+
+
+def fit_interval(
+    points: pd.DataFrame, seed: int, reps: int = FIT_REPS
+) -> tuple[float, float, float, float, float, float]:
+    """Gao et al.'s RL-form fit (fit_rl_form) of gold_gain against d over `points` (pooled over seeds), with 95%
+    percentile intervals from refitting on seeds resampled with replacement: (α, α_low, α_high, β, β_low, β_high)."""
+    alpha, beta = fit_rl_form(points.d, points.gold_gain)
+    by_seed = [g for _, g in points.groupby("seed")]
+    if len(by_seed) < 2 or not np.isfinite(alpha):
+        return (alpha, np.nan, np.nan, beta, np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    fits = np.array(
+        [
+            fit_rl_form(*(np.concatenate(x) for x in zip(*((by_seed[i].d, by_seed[i].gold_gain) for i in pick))))
+            for pick in rng.integers(len(by_seed), size=(reps, len(by_seed)))
+        ]
+    )
+    (a_low, b_low), (a_high, b_high) = np.nanpercentile(fits, [2.5, 97.5], axis=0)
+    return (alpha, a_low, a_high, beta, b_low, b_high)
+
+
+def kl_frontier(sweep: Sweep, runs: pd.DataFrame, points: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Per TextGen env × column of a KL family (kl_families), ordered by family and β: n, the final KL to the
+    reference and final gold (IQM [95% CI] over seeds), the gold of the family's β = 0 run at each run's final KL
+    (early_stop_gold, IQM), and the RL-form fit of the column's evaluations with its intervals."""
+    cols = ["env", "family", "algo", "beta", "n", "kl", "kl_low", "kl_high", "gold", "gold_low", "gold_high"]
+    cols += ["early_stop_gold", "fit_alpha", "fit_alpha_low", "fit_alpha_high", "fit_beta", "fit_beta_low"]
+    cols += ["fit_beta_high"]
+    rows = []
+    families = kl_families(sweep.configs)
+    for (env, algo), (family, beta) in sorted(families.items(), key=lambda kv: (kv[0][0], kv[1])):
+        sel = runs[(runs.env == env) & (runs.algo == algo)] if not runs.empty else runs
+        if sel.empty or "kl_final" not in sel:
+            continue
+        kl, gold = iqm_ci(sel.kl_final, seed), iqm_ci(sel.gold, seed)
+        early = iqm_ci(sel.early_stop_gold, seed)[0] if beta > 0 else np.nan
+        fit = fit_interval(points[(points.env == env) & (points.algo == algo)], seed)
+        rows.append(dict(zip(cols, (env, family, algo, beta, len(sel), *kl[:3], *gold[:3], early, *fit))))
     return pd.DataFrame(rows, columns=cols)

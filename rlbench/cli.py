@@ -20,7 +20,7 @@ from rich.table import Table
 
 from rlbench import display, store
 from rlbench import tensorboard as tb
-from rlbench.algos import DESCRIPTIONS, PRESETS
+from rlbench.algos import DESCRIPTIONS, PRESETS, AlgoConfig
 from rlbench.executor import LocalExecutor, Outcome, RayExecutor, check_contract_isolated
 from rlbench.matrix import (
     BUILTIN_ENVS,
@@ -37,6 +37,7 @@ from rlbench.matrix import (
     get_preset,
     import_env_modules,
     load_matrix_file,
+    parse_floats,
     parse_ints,
     parse_list,
     parse_set,
@@ -80,6 +81,10 @@ def run(
     steps: Annotated[Optional[int], typer.Option(help="Env-step budget per run, overriding the preset.")] = None,
     group_sizes: Annotated[
         Optional[str], typer.Option(help="GRPO group sizes G, one matrix column per G [default: 2,4,8,16].")
+    ] = None,
+    kl_coefs: Annotated[
+        Optional[str],
+        typer.Option(help="KL coefficients β, one matrix column per β for every algorithm with a KL term."),
     ] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a setting: [ALGO.]FIELD=VALUE (repeatable).")] = [],
     matrix: Annotated[
@@ -151,6 +156,7 @@ def run(
             if group_sizes is not None
             else list(spec.get("group_sizes", DEFAULT_GROUP_SIZES)),
             sets=spec.get("set", []) + [parse_set(item) for item in set_],
+            kl_coefs=parse_floats(kl_coefs, "--kl-coefs") if kl_coefs is not None else spec.get("kl_coefs"),
         )
         check_batches(cells)
         console.print(f"checking {len({c.env_id for c in cells})} env(s) against rlbench's contract …", highlight=False)
@@ -390,6 +396,36 @@ def fingerprints(
         raise typer.Exit(1)
 
 
+@app.command("kl-bias")
+def kl_bias() -> None:
+    """Exact expected gradient of every KL estimator × placement × sampling vs ∇KL(π‖π_ref) and ∇KL(π_ref‖π)."""
+    from rlbench import kl_bias as kb
+
+    table = Table(
+        title="Expected gradient g of a KL-to-reference term, exact by enumeration (float64). rev = ∇KL(π‖π_ref), "
+        "fwd = ∇KL(π_ref‖π), err = relative error ‖g − x‖/‖x‖"
+    )
+    columns = ("case", "k", "placement", "samples", "‖g‖/‖rev‖", "cos rev", "err rev", "cos fwd", "err fwd")
+    for col in (*columns, "err to on-policy", "follows"):
+        table.add_column(col, justify="left" if col in ("case", "k", "placement", "samples", "follows") else "right")
+    for r in kb.table():
+        table.add_row(
+            r.case,
+            r.estimator,
+            r.placement,
+            r.sampling,
+            f"{r.norm:.3f}",
+            f"{r.cos_reverse:+.3f}",
+            f"{r.err_reverse:.1e}",
+            f"{r.cos_forward:+.3f}",
+            f"{r.err_forward:.1e}",
+            "" if r.sampling == "on-policy" or math.isnan(r.err_on_policy) else f"{r.err_on_policy:.1e}",
+            r.follows,
+        )
+    console.print(table)
+    console.print(kb.LEGEND, highlight=False, markup=False)
+
+
 @app.command("check-env")
 def check_env_cmd(
     env_id: Annotated[str, typer.Argument(help="A Gymnasium id, e.g. CartPole-v1 or mypkg.envs:Thing-v0.")],
@@ -413,13 +449,31 @@ def check_env_cmd(
         raise typer.Exit(1)
 
 
+def kl_setting(cfg: AlgoConfig) -> str:
+    """A preset's KL term in words, e.g. `β 0.04 · k3 in loss` (then `× π/π_old` if importance-weighted), or `—`."""
+    if cfg.kl_coef == 0:
+        return "—"
+    weight = " × π/π_old" if cfg.kl_importance_weight else ""
+    return f"β {cfg.kl_coef:g} · {cfg.kl_estimator} in {cfg.kl_placement}{weight}"
+
+
 @app.command("list")
 def list_() -> None:
     """Show algorithms (which claims' primary tests use them), built-in envs and presets with their budgets."""
     from rlbench.reports.claims import serves
 
     algos = Table(title="algorithms")
-    for col in ("name", "in all", "claims", "advantage", "policy loss", "critic", "KL β", "collect", "description"):
+    for col in (
+        "name",
+        "in all",
+        "claims",
+        "advantage",
+        "policy loss",
+        "critic",
+        "KL to reference",
+        "collect",
+        "description",
+    ):
         algos.add_column(col)
     for name, cfg in PRESETS.items():
         algos.add_row(
@@ -429,7 +483,7 @@ def list_() -> None:
             cfg.advantage,
             "ratio (no clip)" if cfg.policy_loss == "clip" and cfg.clip is None else cfg.policy_loss,
             "yes" if cfg.uses_critic else "no",
-            f"{cfg.kl_coef:g}",
+            kl_setting(cfg),
             cfg.collect,
             DESCRIPTIONS[name],
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,17 @@ def parse_ints(text: str, what: str) -> list[int]:
         return [int(x) for x in parse_list(text, what)]
     except ValueError:
         raise MatrixError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def parse_floats(text: str, what: str) -> list[float]:
+    """Comma-separated numbers; MatrixError naming the first that is not one."""
+    values = []
+    for item in parse_list(text, what):
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise MatrixError(f"{what}: {item!r} is not a number (expected e.g. 0,0.1,1)") from None
+    return values
 
 
 def parse_value(text: str) -> Any:
@@ -296,12 +308,15 @@ def build_cells(
     steps: int | None,
     group_sizes: list[int],
     sets: list[tuple[str, Any]],
+    kl_coefs: list[float] | None = None,
 ) -> list[Cell]:
     """Expand the user's choices into validated cells; raises MatrixError naming the first bad value.
 
     Budget per env: `steps`, else the env request's own, else the preset's. Settings apply in order: the env's
-    built-in overrides, then `sets` (`FIELD` for every algorithm, `ALGO.FIELD`, `ALGO-gG.FIELD`), then a column's
-    own settings. A column whose settings differ from its preset's on that env is named by them
+    built-in overrides, then `sets` (`FIELD` for every algorithm, `ALGO.FIELD`, `ALGO-gG.FIELD`,
+    `ALGO[-gG]-bβ.FIELD`), then a column's own settings. `kl_coefs` (the β axis) turns every column of a preset
+    with a KL term into one column per β (`ppo_kl-b0.3`, `grpo-g8-b0.3`), whose kl_coef is β whatever the
+    settings say. A column whose settings differ from its preset's on that env is named by them
     (`ppo[clip=none]`), so two different configs never share a column name.
     """
     preset = get_preset(preset_name)
@@ -309,6 +324,7 @@ def build_cells(
     for what, values in (
         ("seed", seeds or []),
         ("group size", group_sizes),
+        ("KL coefficient", [f"{b:g}" for b in kl_coefs or []]),
         ("env", [r.id for r in envs or []]),
     ):
         repeated = sorted({str(v) for v, n in Counter(values).items() if n > 1})
@@ -329,10 +345,14 @@ def build_cells(
     if bad_g:
         raise MatrixError(f"group sizes must be >= 2 (a group needs two samples to give a baseline), got {bad_g}")
 
-    columns = [column for request in requests for column in _columns(request, group_sizes)]
+    bad_b = [b for b in kl_coefs or [] if not (math.isfinite(b) and b >= 0)]
+    if bad_b:
+        raise MatrixError(f"KL coefficients β must be finite and >= 0, got {', '.join(f'{b:g}' for b in bad_b)}")
+
+    columns = [column for request in requests for column in _columns(request, group_sizes, kl_coefs)]
     check_size(len(columns) * len(env_requests) * len(seeds), "cells (columns × envs × seeds)")
     _check_explicit_names(requests)
-    targets = list(dict.fromkeys(r.preset for r in requests)) + [c.name for _, c, _ in columns]
+    targets = list(dict.fromkeys([r.preset for r in requests] + [n for c in columns for n in (c.stem, c.cfg.name)]))
     overrides = group_overrides(sets, targets)
 
     cells = []
@@ -341,23 +361,27 @@ def build_cells(
         budget = steps or env_request.steps or (entry.budgets if entry else _custom_budgets())[preset.name]
         env_overrides = group_overrides(list(entry.algo_overrides.items()) if entry else [], list(PRESETS) + targets)
         names: dict[str, str] = {}
-        for request, cfg, own in columns:
+        for column in columns:
+            request, cfg = column.request, column.cfg
             ablated = CONTROLS.get(request.preset, request.preset)
             env_changes, user_changes = (
                 {
                     **level.get(None, {}),
                     **level.get(ablated, {}),
                     **level.get(request.preset, {}),
+                    **level.get(column.stem, {}),
                     **level.get(cfg.name, {}),
                 }
                 for level in (env_overrides, overrides)
             )
-            # A column's own settings win over --set; the name lists what differs from the preset on this env
-            # (for an explicitly named column: what --set changed beyond the column's own settings).
-            changes = {**user_changes, **own}
+            # A column's own settings win over --set, and its β on the β axis over both; the name lists what
+            # differs from the preset on this env (for an explicitly named column: what --set changed beyond the
+            # column's own settings).
+            forced = {} if column.beta is None else {"kl_coef": float(column.beta)}
+            changes = {**user_changes, **column.own, **forced}
             try:
-                base = cfg.replace(**env_changes)
-                reference = base.replace(**own) if request.name else base
+                base = cfg.replace(**{**env_changes, **forced})
+                reference = base.replace(**column.own) if request.name else base
                 renamed = {k: v for k, v in changes.items() if getattr(reference, k) != v}
                 resolved = base.replace(**changes, name=cfg.name + settings_label(renamed))
             except (ValueError, TypeError) as err:
@@ -393,19 +417,37 @@ def _check_explicit_names(requests: list[ColumnRequest]) -> None:
             )
 
 
-def _columns(request: ColumnRequest, group_sizes: list[int]) -> list[tuple[ColumnRequest, AlgoConfig, dict[str, Any]]]:
-    """(request, config, its own settings) of a column request: one per G for group presets (`name-gG`), one per
-    CONTROL_GROUP_SIZES G for a group collection without the group advantage, else the preset itself."""
+@dataclass(frozen=True)
+class _Column:
+    """One matrix column before env and user settings: its request, the preset's config under the column's
+    name, the column's own settings, its name without the β suffix, and its β on the β axis (or None)."""
+
+    request: ColumnRequest
+    cfg: AlgoConfig
+    own: dict[str, Any]
+    stem: str
+    beta: float | None
+
+
+def _columns(request: ColumnRequest, group_sizes: list[int], kl_coefs: list[float] | None) -> list[_Column]:
+    """A column request's columns: one per G for group presets (`name-gG`), one per CONTROL_GROUP_SIZES G for a
+    group collection without the group advantage, else the preset itself; each once per β of the β axis when
+    the preset has a KL term (`name[-gG]-bβ`)."""
     base = PRESETS[request.preset]
     own = dict(request.settings)
     name = request.name or request.preset
     if base.advantage == "group":
-        sizes = list(group_sizes)
+        stems = [(f"{name}-g{g}", g) for g in group_sizes]
     elif base.grouped:
-        sizes = [g for g in group_sizes if g in CONTROL_GROUP_SIZES] or list(group_sizes)
+        stems = [(f"{name}-g{g}", g) for g in [g for g in group_sizes if g in CONTROL_GROUP_SIZES] or group_sizes]
     else:
-        return [(request, base.replace(name=name), own)]
-    return [(request, base.replace(name=f"{name}-g{g}", group_size=g), own) for g in sizes]
+        stems = [(name, base.group_size)]
+    betas: list[float | None] = list(kl_coefs) if kl_coefs and base.kl_coef > 0 else [None]
+    return [
+        _Column(request, base.replace(name=stem if b is None else f"{stem}-b{b:g}", group_size=g), own, stem, b)
+        for stem, g in stems
+        for b in betas
+    ]
 
 
 def dispatch_order(cells: list[Cell]) -> list[Cell]:
@@ -458,6 +500,7 @@ MATRIX_KEYS = {
     "seed_list",
     "steps",
     "group_sizes",
+    "kl_coefs",
     "set",
 }
 ENV_KEYS = {"id", "kwargs", "steps"}
@@ -481,6 +524,7 @@ MATRIX_TYPES = {
     "seed_list": ("a list of integers", _list_of(int)),
     "steps": ("a positive integer", lambda v: _is_int(v) and v > 0),
     "group_sizes": ("a list of integers", _list_of(int)),
+    "kl_coefs": ("a list of numbers", _list_of((int, float))),
     "set": ("a table of FIELD = VALUE or ALGO = { FIELD = VALUE }", lambda v: isinstance(v, dict)),
 }
 """Matrix-file key → (what it must be, check)."""

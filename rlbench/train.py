@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -193,10 +194,17 @@ class Trainer:
         if cfg.anneal_lr:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr * (1.0 - progress)
-        (per_step, row), flops = self.flops.measure(
+        flops = 0
+        if cfg.kl_coef > 0 and cfg.kl_placement == "reward":
+            valid = traj.mask.bool()
+            inputs = traj.inputs if traj.sequence_units else {k: v[valid] for k, v in traj.inputs.items()}
+            per_step, flops = self.flops.measure("reward_kl", _rows_shape(inputs), lambda: self._reward_kl(inputs))
+            traj = penalised(traj, per_step, cfg.kl_coef)
+        (per_step, row), counted = self.flops.measure(
             "advantages", _batch_shape(traj), lambda: estimate_advantages(cfg, traj, self.critic)
         )
         units = traj.units(per_step)
+        flops += counted
         _, counted = self.flops.measure("old_logp", _unit_shape(units), lambda: self._old_logp(units))
         flops += counted
         row.update(self._batch_stats(units))
@@ -208,6 +216,13 @@ class Trainer:
         row["train/lr"] = self.optimizer.param_groups[0]["lr"]
         row["train/flops"] = float(flops)
         return row
+
+    def _reward_kl(self, inputs: dict[str, Tensor]) -> Tensor:
+        """The KL estimator k(log π_old, log π_ref) of every sampled step in `inputs` (no gradient)."""
+        with torch.no_grad():
+            logp, _ = self.policy.evaluate(inputs)
+            ref_logp, _ = self.reference.evaluate(inputs)
+        return losses.kl_estimate(logp, ref_logp, self.cfg.kl_estimator)
 
     def _old_logp(self, units: dict[str, Tensor]) -> None:
         """Adds the pre-update policy's and the reference's log-probabilities to `units`."""
@@ -246,8 +261,9 @@ class Trainer:
         return row, flops
 
     def _minibatch_step(self, mb: dict[str, Tensor]) -> tuple[dict[str, float], int]:
-        """One optimizer step on the algorithm's loss on `mb`: policy loss − ent_coef·entropy + kl_coef·KL to
-        the reference (+ vf_coef·value loss). Returns the loss terms and the step's saved-activation bytes."""
+        """One optimizer step on the algorithm's loss on `mb`: policy loss − ent_coef·entropy (+ kl_coef·KL
+        term when the KL is loss-placed) (+ vf_coef·value loss). train/kl_ref logs the k3 value of KL(π‖π_ref)
+        whatever the algorithm trains on. Returns the loss terms and the step's saved-activation bytes."""
         cfg, critic = self.cfg, self.critic
         m = mb["mask"]
         with SavedBytes(self.params) as saved:
@@ -255,8 +271,19 @@ class Trainer:
             policy_loss = policy_objective(cfg, logp, mb)
             kl_ref = losses.masked_mean(losses.k3(logp, mb["ref_logp"]), m)
             ent = losses.masked_mean(entropy, m)
-            loss = policy_loss - cfg.ent_coef * ent + cfg.kl_coef * kl_ref
+            loss = policy_loss - cfg.ent_coef * ent
             terms = {"train/policy_loss": policy_loss, "train/entropy": ent, "train/kl_ref": kl_ref}
+            if cfg.kl_placement == "loss" and cfg.kl_coef > 0:
+                # k3 unweighted is exactly the logged kl_ref: reuse it rather than build the same graph twice.
+                plain_k3 = cfg.kl_estimator == "k3" and not cfg.kl_importance_weight
+                kl_term = (
+                    kl_ref
+                    if plain_k3
+                    else losses.kl_loss(
+                        logp, mb["ref_logp"], mb["logp_old"], m, cfg.kl_estimator, cfg.kl_importance_weight
+                    )
+                )
+                loss = loss + cfg.kl_coef * kl_term
             if critic is not None:
                 terms["train/value_loss"] = losses.value_loss(critic.value(mb), mb["targets"], m)
                 loss = loss + cfg.vf_coef * terms["train/value_loss"]
@@ -292,6 +319,21 @@ class Trainer:
             "reference_bytes": tensor_bytes(self.reference.parameters()) if self.cfg.kl_coef > 0 else 0,
             "optimizer_state_bytes": tensor_bytes(state),
         }
+
+
+def penalised(traj: Trajectories, per_step: Tensor, kl_coef: float) -> Trajectories:
+    """`traj` with −kl_coef·per_step added to the reward of every valid step (a reward-placed KL: each step's
+    return then carries the penalty of the steps that follow, as in RLHF PPO). per_step is [N, T] for
+    sequence units, else [valid steps] in mask order. Episode returns (what the env paid) are unchanged."""
+    valid = traj.mask.bool()
+    penalty = per_step * traj.mask if traj.sequence_units else torch.zeros_like(traj.mask).index_put((valid,), per_step)
+    return dataclasses.replace(traj, rewards=traj.rewards - kl_coef * penalty)
+
+
+def _rows_shape(tensors: dict[str, Tensor]) -> tuple:
+    """(rows, every tensor's shape after the first dimension) of tensors sharing their first dimension."""
+    rows = next(iter(tensors.values())).shape[0]
+    return (rows, *((k, tuple(v.shape[1:])) for k, v in sorted(tensors.items())))
 
 
 def _batch_shape(traj: Trajectories) -> tuple:

@@ -118,7 +118,7 @@ def test_batched_rewards_equal_single_env_rewards(reward: str) -> None:
     assert (proxy > gold).any() and (proxy == gold).any()
 
 
-@pytest.mark.parametrize("reward", ["proxy", "gold"])
+@pytest.mark.parametrize("reward", ["proxy", "gold", "learned"])
 def test_collector_pays_what_the_single_env_pays(reward: str) -> None:
     """Completions sampled in one batch, replayed token by token in the single env: same rewards, lengths."""
     cfg = TextGenConfig(reward=reward)
@@ -276,3 +276,25 @@ def test_gold_control_pays_gold(sft_cache: SFTModel) -> None:
     task = make_textgen_task(ENV_ID, {"reward": "gold"}, small("pg"), seed=0, eval_episodes=1)
     evals = task.evaluate(task.policy)
     assert evals["eval/return_mean"] == evals["eval/gold_mean"] == evals["eval/ref_gold_mean"]
+
+
+def test_learned_proxy_fits_gold_on_the_reference_and_differs_from_it() -> None:
+    cfg = TextGenConfig(reward="learned")
+    sft = load_or_train_sft(cfg)
+    task = make_textgen_task(ENV_ID, {"reward": "learned", "sft_seed": 0}, small("pg"), seed=5, eval_episodes=1)
+    evals = task.evaluate(sft.copy())
+    # On the reference model's own answers (what it was fitted to) the learned proxy is close to gold, not equal.
+    assert evals["eval/proxy_mean"] == pytest.approx(evals["eval/gold_mean"], abs=0.05)
+    assert evals["eval/proxy_mean"] != evals["eval/gold_mean"]
+
+
+def test_sft_seed_defaults_to_the_run_seed_and_can_be_pinned() -> None:
+    def reference_weights(seed: int, kwargs: dict) -> torch.Tensor:
+        task = make_textgen_task(ENV_ID, kwargs, small("pg"), seed=seed, eval_episodes=1)
+        return task.policy.head.weight.detach()
+
+    pinned = [reference_weights(seed, {"sft_seed": 0}) for seed in (0, 1)]
+    assert torch.equal(pinned[0], pinned[1])
+    assert torch.equal(reference_weights(0, {}), pinned[0])
+    with pytest.raises(ValueError, match="sft_seed"):
+        TextGenConfig(sft_seed=-1)
