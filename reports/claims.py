@@ -363,7 +363,8 @@ def evaluate(
         extra = early_stop_tests(configs)
         ran = {column for _, column in configs}
         kept = [t for t in TESTS if not (extra and t.metric_b == EARLY_STOP_B and t.column_a not in ran)]
-        tests = (*kept, *extra)
+        after = max(i for i, t in enumerate(kept) if t.claim <= "C4") + 1  # C4's rows stay together
+        tests = (*kept[:after], *extra, *kept[after:])
     if len({t.name for t in tests}) < len(tests):
         raise ValueError("two tests share a name (label, effect and columns); rows are keyed by it")
     all_envs = sorted(runs.env.unique()) if len(runs) else []

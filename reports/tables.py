@@ -744,7 +744,7 @@ def kl_frontier(sweep: Sweep, runs: pd.DataFrame, points: pd.DataFrame, seed: in
     families = kl_families(sweep.configs)
     for (env, algo), (family, beta) in sorted(families.items(), key=lambda kv: (kv[0][0], kv[1])):
         sel = runs[(runs.env == env) & (runs.algo == algo)] if not runs.empty else runs
-        if sel.empty or "kl_final" not in sel:
+        if not is_textgen(env) or sel.empty or "kl_final" not in sel:
             continue
         kl, gold = iqm_ci(sel.kl_final, seed), iqm_ci(sel.gold, seed)
         early = iqm_ci(sel.early_stop_gold, seed)[0] if beta > 0 else np.nan

@@ -141,6 +141,13 @@ def _fake_textgen(run_dir: Path, dest: Path, hack: float) -> None:
     m["textgen/proxy_reward"] = 0.5 + 0.4 * d
     m["textgen/gap"] = m["textgen/proxy_reward"] - m["textgen/gold_reward"]
     m.to_parquet(dest / "metrics.parquet", index=False)
+    e = pd.read_parquet(dest / "evals.parquet")
+    kl = np.linspace(0.0, 4.0 * hack, len(e))
+    e["eval/kl_ref_seq"] = kl
+    e["eval/gold_mean"] = 0.5 + np.sqrt(kl) * (0.3 - 0.1 * np.sqrt(kl))
+    e["eval/ref_gold_mean"] = 0.5
+    e["eval/proxy_mean"] = 0.5 + 0.4 * np.sqrt(kl)
+    e.to_parquet(dest / "evals.parquet", index=False)
 
 
 def test_partial_sweep_marks_missing_and_failed_runs(smoke: Path, tmp_path: Path) -> None:
@@ -172,7 +179,13 @@ def test_partial_sweep_marks_missing_and_failed_runs(smoke: Path, tmp_path: Path
     assert hack.fit_beta.to_numpy() == pytest.approx([0.2, 0.2], abs=1e-6)
     claims = pd.read_csv(report / "tables" / "claims.csv")
     c4 = claims[(claims.claim == "C4") & (claims.role == C.PRIMARY) & (claims.env == "rlbench/TextGen-v0")].iloc[0]
-    assert c4.n_a == 2 and c4.n_b == 1 and c4.verdict == C.SMALL_N and np.isnan(c4.ci_low)  # 1 ppo seed
+    # Side B is the ppo run of the same seed stopped at ppo_kl's final KL: only seed 0 has one.
+    assert c4.n_a == 2 and c4.n_b == 1 and c4.verdict == C.SMALL_N and np.isnan(c4.ci_low)
+    frontier = pd.read_csv(report / "tables" / "kl_frontier.csv").set_index("algo")
+    ppo = pd.read_parquet(out / "rlbench__TextGen-v0" / "ppo" / "seed0" / "evals.parquet")
+    at = np.interp(0.4, ppo["eval/kl_ref_seq"], ppo["eval/gold_mean"])  # ppo_kl seed 0 ends at KL 4 × 0.1
+    assert frontier.loc["ppo_kl", "early_stop_gold"] == pytest.approx(at, rel=1e-5)
+    assert list(frontier.index) == ["ppo", "ppo_kl"]  # TextGen only: CartPole has no KL to a reference
 
 
 def test_rl_form_fit_and_run_measures() -> None:
