@@ -14,6 +14,7 @@ import pandas as pd
 from rlbench.algos import order_key
 from rlbench.reports import stats as S
 from rlbench.reports.data import Sweep, is_textgen
+from rlbench.spec import DONE, Status
 
 REPS = 2000
 """Bootstrap resamples for every interval in the report."""
@@ -388,21 +389,16 @@ def group_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 
 def failed_table(sweep: Sweep) -> pd.DataFrame:
-    bad = sweep.runs[sweep.runs["status"] != "ok"]
+    """Runs that ran and are not ok: diverged, env_nan or failed, with the reason."""
+    bad = sweep.runs[sweep.runs["status"].isin((Status.DIVERGED, Status.ENV_NAN, Status.FAILED))]
     return bad[["env", "algo", "seed", "status", "reason"]].reset_index(drop=True)
 
 
-def missing_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
-    """Cells (env × algorithm × seed of the sweep's grid) without a finished run."""
-    have = set(zip(runs.env, runs.algo, runs.seed)) if not runs.empty else set()
-    present = {(r.env, r.algo, int(r.seed)): r.status for r in sweep.runs.itertuples()}
-    rows = [
-        {"env": e, "algo": a, "seed": s, "status": present.get((e, a, s), "absent")}
-        for e, a in _cells(sweep)
-        for s in sweep.seeds
-        if (e, a, s) not in have
-    ]
-    return pd.DataFrame(rows, columns=["env", "algo", "seed", "status"])
+def missing_table(sweep: Sweep) -> pd.DataFrame:
+    """Planned runs that did not finish training: failed, started and never ended, or never started, with the
+    reason when it is known."""
+    missing = sweep.runs[~sweep.runs["status"].isin(DONE)]
+    return missing[["env", "algo", "seed", "status", "reason"]].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,13 +17,12 @@ from rich.table import Table
 
 from rlbench import display, store
 from rlbench.algos import DESCRIPTIONS, PRESETS
-from rlbench.executor import LocalExecutor, Outcome, RayExecutor, check_contract_isolated
+from rlbench.executor import Executor, LocalBackend, RayBackend, check_contract_isolated
 from rlbench.matrix import (
     BUILTIN_ENVS,
     DEFAULT_ALGOS,
     DEFAULT_GROUP_SIZES,
     PRESETS_BY_NAME,
-    Cell,
     MatrixError,
     build_cells,
     check_batches,
@@ -41,6 +38,8 @@ from rlbench.matrix import (
     resolve_algos,
     resolve_envs,
 )
+from rlbench.spec import RunSpec, Status
+from rlbench.store import Outcome
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -55,12 +54,6 @@ def fail(message: str) -> typer.Exit:
     """Print a clear error and return the exit (code 2) for the caller to raise."""
     errors.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)
     return typer.Exit(2)
-
-
-def matrix_fingerprint(cells: list[Cell]) -> str:
-    """Short hash of the resolved matrix: the same command gives the same sweep directory."""
-    blob = json.dumps([c.to_dict() for c in cells], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
 @app.command()
@@ -152,17 +145,14 @@ def run(
     except MatrixError as err:
         raise fail(str(err)) from None
     began = time.monotonic()
-    out = out or Path("runs") / f"{preset}-{matrix_fingerprint(cells)}"
+    out = out or Path("runs") / f"{preset}-{store.plan_fingerprint(cells)}"
     try:
-        lock = store.lock_sweep(out)
+        with store.Sweep(out) as sweep:
+            outcomes = run_planned(sweep, cells, runner, force_new, workers=jobs)
     except store.SweepError as err:
         raise fail(str(err)) from None
-    try:
-        outcomes = run_locked(cells, out, runner, force_new, workers=jobs)
-    finally:
-        lock.close()
     display.print_results(console, out)
-    counts: dict[str, int] = {}
+    counts: dict[Status, int] = {}
     for outcome in outcomes:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     print_counts(counts)
@@ -170,7 +160,7 @@ def run(
     if report_dir is not None:
         display.print_verdicts(console, report_dir)
     display.print_closing(console, time.monotonic() - began, len(outcomes), report_dir)
-    failed = [o for o in outcomes if o.status == "failed"]
+    failed = [o for o in outcomes if o.status == Status.FAILED]
     if failed:
         errors.print(f"{len(failed)} run(s) failed:")
         for o in failed:
@@ -183,39 +173,32 @@ def make_executor(name: str, jobs: int, time_limit: float | None, ray_address: s
     if name == "local":
         if ray_address is not None:
             raise MatrixError("--ray-address needs --executor ray")
-        return LocalExecutor(jobs, time_limit)
+        return Executor(LocalBackend(jobs), time_limit)
     if name == "ray":
         try:
             import ray  # noqa: F401
         except ImportError:
             raise MatrixError("--executor ray needs Ray: pip install 'rlbench[ray]'") from None
-        return RayExecutor(ray_address, time_limit)
+        return Executor(RayBackend(ray_address), time_limit)
     raise MatrixError(f"unknown executor {name!r}; allowed: local, ray")
 
 
-def run_locked(cells: list[Cell], out: Path, runner, force_new: bool, workers: int) -> list[Outcome]:
-    """With the sweep directory locked: refuse conflicting configs, run the cells under the progress display."""
-    conflicts = store.conflicting_runs([c.to_dict() for c in cells], [c.run_dir(out) for c in cells])
-    if conflicts and not force_new:
-        shown = "\n  ".join(map(str, conflicts[:5])) + ("\n  …" if len(conflicts) > 5 else "")
-        raise fail(
-            f"{len(conflicts)} run(s) in {out} were made with a different config:\n  {shown}\n"
-            "use a new --out, or --force-new to discard them and start again"
-        )
-    for run_dir in conflicts:
-        shutil.rmtree(run_dir)
-    store.write_json(
-        out / "sweep.json", {"fingerprint": matrix_fingerprint(cells), "cells": [c.to_dict() for c in cells]}
-    )
-    console.print(f"rlbench: {len(cells)} runs → [bold]{escape(str(out))}[/] ({type(runner).__name__})")
+def run_planned(
+    sweep: store.Sweep, cells: list[RunSpec], runner: Executor, force_new: bool, workers: int
+) -> list[Outcome]:
+    """Make `cells` the sweep's plan (conflicting runs refused, or discarded with force_new), then run them under
+    the progress display."""
+    sweep.plan(cells, discard_conflicts=force_new)
+    out = sweep.out
+    console.print(f"rlbench: {len(cells)} runs → [bold]{escape(str(out))}[/] ({type(runner.backend).__name__})")
     with display.SweepDisplay(cells, out, workers, console) as shown:
         try:
-            return runner.run(cells, out, shown.on_done, shown.on_start)
+            return runner.run(sweep, cells, shown.on_done, shown.on_start)
         except OSError as err:
             raise fail(f"cannot write to {out}: {err}; finished runs there are kept") from None
 
 
-def contract_problems(cells: list[Cell]) -> list[str]:
+def contract_problems(cells: list[RunSpec]) -> list[str]:
     """Each env of the matrix against rlbench's contract (seeded resets only where a grouped algorithm runs)."""
     problems = []
     needs = {}
@@ -241,11 +224,12 @@ def parse_env_kwargs(text: str | None) -> dict:
     return value
 
 
-def print_counts(counts: dict[str, int]) -> None:
+def print_counts(counts: dict[Status, int]) -> None:
+    shown = (Status.OK, Status.DIVERGED, Status.ENV_NAN, Status.FAILED, Status.SKIPPED)
     table = Table(title="runs")
-    for status in ("ok", "diverged", "env_nan", "failed", "skipped"):
-        table.add_column(status, justify="right")
-    table.add_row(*(str(counts.get(s, 0)) for s in ("ok", "diverged", "env_nan", "failed", "skipped")))
+    for status in shown:
+        table.add_column(status.value, justify="right")
+    table.add_row(*(str(counts.get(s, 0)) for s in shown))
     console.print(table)
 
 

@@ -40,6 +40,7 @@ import torch
 from rlbench.algos.config import AlgoConfig
 from rlbench.envs import TASK_BUILDERS
 from rlbench.matrix import algo_for
+from rlbench.spec import RunSpec, Status
 from rlbench.task import EVAL_SEED_BASE
 from rlbench.train import train
 
@@ -108,8 +109,8 @@ def evaluate_sb3(model, env_id: str, episodes: int, env_kwargs: dict | None = No
 
 
 def _run_rlbench(cfg: AlgoConfig, env_id: str, seed: int, steps: int, eval_episodes: int) -> dict:
-    s = train(cfg, env_id, {}, seed, steps, eval_episodes, eval_points=1).summary
-    if s["status"] != "ok":
+    s = train(RunSpec(cfg, env_id, seed, steps, eval_episodes, eval_points=1)).summary
+    if s["status"] != Status.OK:
         raise RuntimeError(f"rlbench ppo seed {seed}: {s['status']} ({s['reason']})")
     return {"impl": "rlbench", "seed": seed, **{k: s[k] for k in COLUMNS[2:]}}
 

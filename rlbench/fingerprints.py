@@ -39,6 +39,8 @@ from typing import Any
 
 import torch
 
+from rlbench.spec import Status
+
 ENVS = {"CartPole-v1": 2048, "rlbench/TextGen-v0": 1500}
 """Env → env-step budget of its fingerprint runs (CartPole: 4 PPO updates of 8 × 64 steps; TextGen: a few
 updates of generated tokens). Each runs with the env's matrix settings, as `rlbench run` would."""
@@ -119,13 +121,11 @@ def compute(algo_name: str, env_id: str = "CartPole-v1") -> dict[str, Any]:
     previous = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        result = train(
-            cell.algo, cell.env_id, cell.env_kwargs, cell.seed, cell.steps, cell.eval_episodes, cell.eval_points
-        )
+        result = train(cell)
         env = environment()
     finally:
         torch.set_num_threads(previous)
-    if result.summary["status"] != "ok":
+    if result.summary["status"] != Status.OK:
         raise RuntimeError(
             f"fingerprint run of {algo_name} on {env_id} ended with {result.summary['status']}: "
             f"{result.summary['reason']}"
@@ -145,7 +145,7 @@ def compute(algo_name: str, env_id: str = "CartPole-v1") -> dict[str, Any]:
 
 def path_for(root: Path, algo_name: str, env_id: str) -> Path:
     """<root>/<env slug>/<algo>.json."""
-    from rlbench.matrix import env_slug
+    from rlbench.spec import env_slug
 
     return Path(root) / env_slug(env_id) / f"{algo_name}.json"
 

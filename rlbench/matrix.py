@@ -16,6 +16,7 @@ from rlbench.algos import PRESETS, AlgoConfig
 from rlbench.algos.config import FIELDS
 from rlbench.envs import textgen
 from rlbench.rollout import env_spec
+from rlbench.spec import RunSpec
 
 
 class MatrixError(ValueError):
@@ -91,36 +92,6 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS_BY_NAME:
         raise MatrixError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS_BY_NAME)}")
     return PRESETS_BY_NAME[name]
-
-
-def env_slug(env_id: str) -> str:
-    """A directory-safe name for an env id (`rlbench/TextGen-v0` → `rlbench__TextGen-v0`)."""
-    return env_id.replace("/", "__").replace(":", "--")
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One run: an algorithm configuration on one env with one seed and budget."""
-
-    algo: AlgoConfig
-    env_id: str
-    seed: int
-    steps: int
-    eval_episodes: int
-    eval_points: int
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def run_dir(self, out: Path) -> Path:
-        return out / env_slug(self.env_id) / self.algo.name / f"seed{self.seed}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The resolved config as plain data (what config.json records)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Cell:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in fields and k != "algo"}, algo=AlgoConfig(**data["algo"]))
 
 
 def parse_list(text: str, what: str) -> list[str]:
@@ -245,7 +216,7 @@ def build_cells(
     steps: int | None,
     group_sizes: list[int],
     sets: list[tuple[str, Any]],
-) -> list[Cell]:
+) -> list[RunSpec]:
     """Expand the user's choices into validated cells; raises MatrixError naming the first bad value.
 
     Budget per env: `steps`, else the env request's own, else the preset's. Settings apply in order: the env's
@@ -300,7 +271,7 @@ def build_cells(
             for seed in seeds:
                 points = entry.eval_points if entry and entry.eval_points else preset.eval_points
                 cells.append(
-                    Cell(resolved, request.id, seed, budget, preset.eval_episodes, points, dict(request.kwargs))
+                    RunSpec(resolved, request.id, seed, budget, preset.eval_episodes, points, dict(request.kwargs))
                 )
     return cells
 
@@ -324,7 +295,7 @@ def check_size(count: int, what: str) -> None:
         raise MatrixError(f"the matrix would have {count:,} {what}; at most {MAX_CELLS:,} are allowed")
 
 
-def check_batches(cells: list[Cell]) -> None:
+def check_batches(cells: list[RunSpec]) -> None:
     """MatrixError for a cell whose single update collects more env steps than its whole budget: n_envs × n_steps
     in `steps` mode, at least one step per episode (n_envs × group_size) in `episodes` mode."""
     for cell in cells:

@@ -90,11 +90,10 @@ def test_check_env_passes_a_good_env():
 def test_a_locked_sweep_directory_is_refused(tmp_path):
     from rlbench import store
 
-    handle = store.lock_sweep(tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-m", "rlbench.cli", *ONE_PG_RUN, "--out", str(tmp_path)], capture_output=True, text=True
-    )
-    handle.close()
+    with store.Sweep(tmp_path):
+        result = subprocess.run(
+            [sys.executable, "-m", "rlbench.cli", *ONE_PG_RUN, "--out", str(tmp_path)], capture_output=True, text=True
+        )
     assert result.returncode == 2
     assert "another rlbench run is writing" in result.stderr
     assert not (tmp_path / "CartPole-v1").exists()
