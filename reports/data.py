@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rlbench import store
+from rlbench import registry, store
 from rlbench.algos import order_key
 from rlbench.spec import DONE
 
@@ -139,4 +139,5 @@ def load_sweep(out: Path) -> Sweep:
 
 
 def is_textgen(env_id: str) -> bool:
-    return "textgen" in env_id.lower()
+    """Whether the env is of the registry's `text` family (the TextGen sections and claims)."""
+    return registry.is_text(env_id)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rlbench import registry
 from rlbench.algos import order_key
 from rlbench.reports import stats as S
 from rlbench.reports.data import Sweep, is_textgen
@@ -18,16 +19,6 @@ from rlbench.spec import DONE, Status
 
 REPS = 2000
 """Bootstrap resamples for every interval in the report."""
-
-REFERENCE_SCORES = {
-    "CartPole-v1": (22.0, 475.0),
-    "Acrobot-v1": (-500.0, -100.0),
-    "MountainCar-v0": (-200.0, -110.0),
-    "Pendulum-v1": (-1200.0, -150.0),
-}
-"""Env → (random-policy return, solved return) for normalized scores: 0 = random, 1 = solved. Random returns
-are the usual uniform-random policy values; solved = Gymnasium's reward_threshold (Pendulum has none: -150,
-the RL Zoo target). Other envs use the min and max final return observed in the sweep."""
 
 BINS = 40
 """Learning curves are averaged in this many equal env-step bins per run before aggregating over seeds."""
@@ -62,10 +53,11 @@ def drawdown(y, scale: float) -> float:
 
 
 def score_range(env: str, final_returns) -> tuple[float, float, str]:
-    """(low, high, source) of an env's score range: REFERENCE_SCORES, else the min and max of the sweep's final
-    returns on it (high = low + 1 when they coincide or are missing)."""
-    if env in REFERENCE_SCORES:
-        return (*REFERENCE_SCORES[env], "random policy / solved threshold")
+    """(low, high, source) of an env's score range: its entry's in rlbench.registry, else the min and max of the
+    sweep's final returns on it (high = low + 1 when they coincide or are missing)."""
+    reference = registry.score_range(env)
+    if reference is not None:
+        return (*reference, "random policy / solved threshold")
     v = _finite(final_returns)
     lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
     return (lo, hi if hi > lo else lo + 1.0, "observed min / max")

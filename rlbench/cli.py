@@ -322,18 +322,21 @@ def bench_sb3(
 @app.command()
 def fingerprints(
     update: Annotated[bool, typer.Option("--update", help="Rewrite the stored fingerprints deliberately.")] = False,
+    folder: Annotated[
+        Path, typer.Option("--dir", help="Where the fingerprints are stored (run from the source checkout).")
+    ] = Path("tests/regression"),
 ) -> None:
-    """Compare every preset's short seeded run with tests/regression/ (or rewrite them with --update)."""
+    """Compare every preset's short seeded run with the stored fingerprints (or rewrite them with --update)."""
     from rlbench import fingerprints as fp
 
     if update:
-        changes = fp.regenerate()
+        changes = fp.regenerate(folder)
         console.print("\n".join(changes) if changes else "fingerprints unchanged", markup=False)
         return
     failed, said = False, ""
     for env_id in fp.ENVS:
         for name in PRESETS:
-            path = fp.path_for(fp.DEFAULT_DIR, name, env_id)
+            path = fp.path_for(folder, name, env_id)
             if not path.is_file():
                 failed = True
                 console.print(f"{env_id}/{name}: missing {path}", markup=False)

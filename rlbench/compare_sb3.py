@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rlbench import registry
 from rlbench.algos.config import AlgoConfig
-from rlbench.envs import TASK_BUILDERS
 from rlbench.matrix import algo_for
 from rlbench.spec import RunSpec, Status
 from rlbench.task import EVAL_SEED_BASE
@@ -144,7 +144,7 @@ def compare(
     Returns one row per (impl ∈ {"rlbench", "sb3"}, seed) with columns COLUMNS. Raises ValueError for an env
     with its own rlbench task builder or a preset SB3 cannot express, RuntimeError if an rlbench run faults.
     """
-    if env_id in TASK_BUILDERS:
+    if registry.task_builder(env_id) is not None:
         raise ValueError(f"{env_id} uses a custom rlbench task; only plain Gymnasium envs compare with SB3")
     cfg = algo_for("ppo", env_id)
     sb3_kwargs(cfg, steps)  # fail before any training

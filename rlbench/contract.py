@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils.env_checker import check_env
 
-from rlbench.envs import TASK_BUILDERS
+from rlbench import registry
 from rlbench.policies import MLPPolicy
 
 ROLLOUT_STEPS = 300
@@ -43,8 +43,9 @@ def _gymnasium_checker(env: gym.Env) -> Check:
 
 
 def _spaces(env: gym.Env, env_id: str) -> Check:
-    if env_id in TASK_BUILDERS:
-        return Check("supported spaces", True, f"its own task builder {TASK_BUILDERS[env_id]} handles them")
+    builder = registry.task_builder(env_id)
+    if builder is not None:
+        return Check("supported spaces", True, f"its own task builder {builder} handles them")
     try:
         MLPPolicy(env.observation_space, env.action_space, hidden=1)
     except ValueError as err:

@@ -15,38 +15,13 @@ import gymnasium as gym
 from rlbench.algos import PRESETS, AlgoConfig
 from rlbench.algos.config import FIELDS
 from rlbench.envs import textgen
+from rlbench.registry import BUILTIN_ENVS
 from rlbench.rollout import env_spec
 from rlbench.spec import RunSpec
 
 
 class MatrixError(ValueError):
     """Bad user input for the matrix; the message names the value and what is allowed."""
-
-
-@dataclass(frozen=True)
-class EnvEntry:
-    """A built-in matrix environment: its env-step budget per preset and algorithm settings it needs."""
-
-    id: str
-    budgets: dict[str, int]
-    """Env steps per run for each preset (the same for every algorithm)."""
-    family: str = "classic"
-    algo_overrides: dict[str, Any] = field(default_factory=dict)
-    """Settings applied to every algorithm on this env before the user's --set."""
-    eval_points: int | None = None
-    """Evaluations per run on this env, if not the preset's."""
-
-
-BUILTIN_ENVS: dict[str, EnvEntry] = {
-    e.id: e
-    for e in (
-        EnvEntry("CartPole-v1", {"smoke": 3_000, "quick": 150_000, "full": 500_000}),
-        EnvEntry("Acrobot-v1", {"smoke": 3_000, "quick": 100_000, "full": 500_000}),
-        EnvEntry("MountainCar-v0", {"smoke": 3_000, "quick": 200_000, "full": 1_000_000}),
-        EnvEntry("Pendulum-v1", {"smoke": 3_000, "quick": 200_000, "full": 1_000_000}),
-        EnvEntry(textgen.ENV_ID, textgen.BUDGETS, "text", textgen.ALGO_OVERRIDES, textgen.EVAL_POINTS),
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -308,9 +283,15 @@ def check_batches(cells: list[RunSpec]) -> None:
             )
 
 
+def resolve_spec(name: str, env_id: str, group_size: int = 8, seed: int = 0, steps: int = 1) -> RunSpec:
+    """The one run of preset `name` on env_id as the matrix resolves it (the env's overrides applied; group
+    presets at G), with the smoke preset's evaluations."""
+    return build_cells([name], [EnvRequest(env_id)], "smoke", [seed], steps, [group_size], [])[0]
+
+
 def algo_for(name: str, env_id: str, group_size: int = 8) -> AlgoConfig:
-    """Preset `name` as the matrix resolves it on env_id (the env's overrides applied; group presets at G)."""
-    return build_cells([name], [EnvRequest(env_id)], "smoke", [0], 1, [group_size], [])[0].algo
+    """Preset `name` as the matrix resolves it on env_id (resolve_spec's algorithm)."""
+    return resolve_spec(name, env_id, group_size).algo
 
 
 def _custom_budgets() -> dict[str, int]:

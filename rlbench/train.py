@@ -374,7 +374,7 @@ def train(spec: RunSpec) -> RunResult:
         "updates": update,
         "env_steps": env_steps,
         "final_return": final.get("eval/return_mean", math.nan),
-        "final_return_std": final.get("eval/return_std", math.nan),
+        "final_return_episode_std": final.get("eval/return_std", math.nan),
         "wall_time_s": wall,
         "rollout_time_s": rollout_s,
         "update_time_s": update_s,
