@@ -183,7 +183,7 @@ def per_run(sweep: Sweep) -> pd.DataFrame:
             "auc": auc,
             "_curve": eval_curve,
             "collapsed": collapsed(final, eval_curve),
-            "diverged": float(r.status == "diverged"),
+            "diverged": float(r.status == Status.DIVERGED),
             "grad_cosine": _mean(m, "train/grad_cosine"),
             "grad_rel_var": _median(m, "train/grad_rel_var"),
             "grad_noise_scale": noise_scale(_num(r, "grad_noise_scale"), m),

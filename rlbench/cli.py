@@ -19,16 +19,16 @@ from rlbench import display, store
 from rlbench.algos import DESCRIPTIONS, PRESETS
 from rlbench.executor import Executor, LocalBackend, RayBackend, check_contract_isolated
 from rlbench.matrix import (
+    BUDGET_PRESETS,
     BUILTIN_ENVS,
     DEFAULT_ALGOS,
     DEFAULT_GROUP_SIZES,
-    PRESETS_BY_NAME,
     MatrixError,
     build_cells,
     check_batches,
     check_env_id,
     check_size,
-    get_preset,
+    get_budget_preset,
     import_env_modules,
     load_matrix_file,
     parse_ints,
@@ -125,7 +125,7 @@ def run(
             flag_kwargs = parse_env_kwargs(env_kwargs)
             env_requests = [dataclasses.replace(r, kwargs={**r.kwargs, **flag_kwargs}) for r in spec["envs"]]
         else:
-            env_requests = resolve_envs(list(get_preset(preset).envs), parse_env_kwargs(env_kwargs))
+            env_requests = resolve_envs(list(get_budget_preset(preset).envs), parse_env_kwargs(env_kwargs))
         cells = build_cells(
             algos=parse_list(algos, "--algos") if algos is not None else list(spec.get("algos", ["all"])),
             envs=qualify(env_requests, registered),
@@ -401,15 +401,15 @@ def list_() -> None:
     console.print(algos)
     envs = Table(title="environments (env steps per run)")
     envs.add_column("id")
-    for p in PRESETS_BY_NAME:
+    for p in BUDGET_PRESETS:
         envs.add_column(p, justify="right")
     for entry in BUILTIN_ENVS.values():
-        envs.add_row(entry.id, *(f"{entry.budgets[p]:,}" for p in PRESETS_BY_NAME))
+        envs.add_row(entry.id, *(f"{entry.budgets[p]:,}" for p in BUDGET_PRESETS))
     console.print(envs)
     presets = Table(title="presets")
     for col in ("name", "default envs", "seeds", "eval episodes × points", "description"):
         presets.add_column(col)
-    for p in PRESETS_BY_NAME.values():
+    for p in BUDGET_PRESETS.values():
         presets.add_row(p.name, ", ".join(p.envs), str(p.seeds), f"{p.eval_episodes} × {p.eval_points}", p.description)
     console.print(presets)
 

@@ -25,7 +25,7 @@ class MatrixError(ValueError):
 
 
 @dataclass(frozen=True)
-class Preset:
+class BudgetPreset:
     """A named budget level: default envs, seeds, evaluation episodes and points."""
 
     name: str
@@ -38,10 +38,14 @@ class Preset:
 
 
 DEFAULT_ENVS = ("CartPole-v1", "Acrobot-v1", textgen.ENV_ID)
-PRESETS_BY_NAME: dict[str, Preset] = {
-    "smoke": Preset("smoke", DEFAULT_ENVS, 2, 2, 2, "tiny budgets, for tests and trying the CLI (not for conclusions)"),
-    "quick": Preset("quick", DEFAULT_ENVS, 5, 10, 10, "the default: budgets that decide the claims (times: README)"),
-    "full": Preset("full", tuple(BUILTIN_ENVS), 10, 20, 20, "longer budgets on every built-in env"),
+BUDGET_PRESETS: dict[str, BudgetPreset] = {
+    "smoke": BudgetPreset(
+        "smoke", DEFAULT_ENVS, 2, 2, 2, "tiny budgets, for tests and trying the CLI (not for conclusions)"
+    ),
+    "quick": BudgetPreset(
+        "quick", DEFAULT_ENVS, 5, 10, 10, "the default: budgets that decide the claims (times: README)"
+    ),
+    "full": BudgetPreset("full", tuple(BUILTIN_ENVS), 10, 20, 20, "longer budgets on every built-in env"),
 }
 
 DEFAULT_GROUP_SIZES = (2, 4, 8, 16)
@@ -63,10 +67,10 @@ them: two G values give C5 its per-G tests at half the cost of all four (G = 16 
 G = 2 the degenerate group); with none of them in the sweep, the control runs at every G of the sweep."""
 
 
-def get_preset(name: str) -> Preset:
-    if name not in PRESETS_BY_NAME:
-        raise MatrixError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS_BY_NAME)}")
-    return PRESETS_BY_NAME[name]
+def get_budget_preset(name: str) -> BudgetPreset:
+    if name not in BUDGET_PRESETS:
+        raise MatrixError(f"unknown preset {name!r}; allowed: {', '.join(BUDGET_PRESETS)}")
+    return BUDGET_PRESETS[name]
 
 
 def parse_list(text: str, what: str) -> list[str]:
@@ -197,7 +201,7 @@ def build_cells(
     Budget per env: `steps`, else the env request's own, else the preset's. Settings apply in order: the env's
     built-in overrides, then `sets` (`FIELD` for every algorithm, `ALGO.FIELD`, `ALGO-gG.FIELD`).
     """
-    preset = get_preset(preset_name)
+    preset = get_budget_preset(preset_name)
     check_size(len(seeds or []), "seeds")
     for what, values in (
         ("algorithm", algos),
