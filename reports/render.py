@@ -186,25 +186,6 @@ def _display_group(t: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _display_claim(c: C.Claim) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "role": r.role,
-                "metric": r.metric,
-                "comparison": r.comparison,
-                "effect": r.effect,
-                "measured [95% CI]": ci(*r.interval),
-                "no effect": fmt(r.null),
-                "claimed": ("> " if r.direction > 0 else "< ") + fmt(r.null),
-                "verdict": r.verdict,
-                "n": f"{r.n_x} vs {r.n_y}" if r.n_y else str(r.n_x),
-            }
-            for r in c.rows
-        ]
-    )
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Writers
 

@@ -133,7 +133,8 @@ def test_ray_cluster_losing_a_node_fails_its_runs_and_a_resume_completes(tmp_pat
     cluster_utils = pytest.importorskip("ray.cluster_utils", reason="the Ray executor needs Ray (rlbench[ray])")
     fast_failure_detection = {"health_check_period_ms": 500, "health_check_failure_threshold": 4}
     cluster = cluster_utils.Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 1, "_system_config": fast_failure_detection}
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "include_dashboard": False, "_system_config": fast_failure_detection},
     )
     try:
         worker = cluster.add_node(num_cpus=1)
