@@ -9,7 +9,12 @@ import textwrap
 import pytest
 from runargs import run_args
 
+from rlbench.executor import check_contract_isolated
+
 ENVS = textwrap.dedent('''
+    import os
+    import threading
+
     import gymnasium as gym
     import numpy as np
 
@@ -72,7 +77,17 @@ ENVS = textwrap.dedent('''
             return self.obs(), float(action == 1), False, self.t >= 20, {}
 
 
-    for name in ("WrongDtype", "SeedIgnored", "NaNReward", "Pick", "Shifted"):
+    class CrashOnReset(Base):
+        def reset(self, *, seed=None, options=None):
+            os._exit(5)
+
+
+    class HangOnReset(Base):
+        def reset(self, *, seed=None, options=None):
+            threading.Event().wait()  # forever
+
+
+    for name in ("WrongDtype", "SeedIgnored", "NaNReward", "Pick", "Shifted", "CrashOnReset", "HangOnReset"):
         gym.register(f"brokenpkg/{name}-v0", entry_point=globals()[name], max_episode_steps=20)
 ''')
 
@@ -104,6 +119,16 @@ def test_check_env_names_each_problem(pythonpath, name, failing, words):
     assert "FAIL" in row, result.stdout
     for word in words:
         assert word in result.stdout, (word, result.stdout)
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [("CrashOnReset", "crashed the checking process (exit code 5)"), ("HangOnReset", "did not finish the checks")],
+)
+def test_an_env_that_crashes_or_hangs_while_checked_fails_the_check(pythonpath, monkeypatch, name, words):
+    monkeypatch.syspath_prepend(pythonpath)  # the checking process gets this interpreter's sys.path
+    checks = check_contract_isolated(f"brokenpkg:brokenpkg/{name}-v0", {}, seeded_reset=True, timeout=5.0)
+    assert len(checks) == 1 and not checks[0].ok and words in checks[0].detail, checks
 
 
 def test_a_broken_env_is_refused_before_any_run(pythonpath, tmp_path):
