@@ -18,8 +18,6 @@ from rlbench.contract import Check
 from rlbench.spec import RunSpec, Status
 from rlbench.store import Outcome, Sweep
 
-__all__ = ["Executor", "LocalBackend", "Outcome", "RayBackend", "check_contract_isolated"]
-
 
 def train_in_worker(spec_data: dict[str, Any]) -> Any:
     """Train one spec with one torch thread; returns rlbench.train.RunResult (raises on a crash)."""
