@@ -8,25 +8,25 @@ import re
 
 from rlbench.algos.config import AlgoConfig
 
+LADDER: tuple[str, ...] = ("pg", "critic", "ppo", "ppo_kl", "grpo")
+"""The five algorithms of the story, in the order the story tells them."""
+
 
 def _discover() -> tuple[dict[str, AlgoConfig], dict[str, str]]:
+    """Every module's PRESET and the first line of its docstring, the ladder first (in its order), then by name."""
     presets, descriptions = {}, {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    for info in pkgutil.iter_modules(__path__):
         module = importlib.import_module(f"{__name__}.{info.name}")
         preset = getattr(module, "PRESET", None)
         if isinstance(preset, AlgoConfig):
             presets[preset.name] = preset
             descriptions[preset.name] = (module.__doc__ or "").strip().split("\n")[0]
-    return presets, descriptions
+    order = sorted(presets, key=lambda n: (LADDER.index(n) if n in LADDER else len(LADDER), n))
+    return {n: presets[n] for n in order}, {n: descriptions[n] for n in order}
 
 
 PRESETS, DESCRIPTIONS = _discover()
 """Name → preset, in the order `rlbench list` shows them (the ladder first, variants after)."""
-
-LADDER: tuple[str, ...] = ("pg", "critic", "ppo", "ppo_kl", "grpo")
-"""The five algorithms of the story, in the order the story tells them."""
-
-PRESETS = {name: PRESETS[name] for name in LADDER} | {k: v for k, v in PRESETS.items() if k not in LADDER}
 
 
 def order_key(column: str) -> tuple[int, int, float, str]:

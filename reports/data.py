@@ -1,20 +1,20 @@
 """Load a sweep directory into tidy frames for the report: summaries, per-update metrics, evaluations.
 
-Nothing here computes statistics; it only reads the run store (rlbench.store) and tidies names and order.
+Nothing here computes statistics; it only reads the run store (rlbench.store: the plan and one record per
+planned run) and tidies names and order.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from rlbench import store
+from rlbench import registry, store
 from rlbench.algos import order_key
-
-DONE = ("ok", "diverged", "env_nan")
-"""Statuses of runs that finished training (their metrics and evaluations exist)."""
+from rlbench.spec import DONE
 
 # Colour-blind-safe qualitative palette (Okabe & Ito 2008; Wong 2011, Nature Methods 8:441) with Paul Tol's
 # olive in place of Okabe–Ito yellow (too faint on white), then Tol's muted scheme for user-added variants.
@@ -57,18 +57,20 @@ class Sweep:
 
     out: Path
     runs: pd.DataFrame
-    """One row per run: env, algo, seed, status, reason, summary fields, and config fields group_size,
-    kl_coef, advantage, policy_loss."""
+    """One row per planned run: env, algo, seed, status, reason, summary fields (finished runs), and the spec's
+    steps, group_size, kl_coef, advantage, policy_loss."""
     metrics: pd.DataFrame
     """Per update of every finished run: env, algo, seed, then metrics.parquet's columns."""
     evals: pd.DataFrame
     """Per evaluation of every finished run: env, algo, seed, then evals.parquet's columns."""
     envs: tuple[str, ...]
     algos: tuple[str, ...]
-    """Every env and algorithm seen in any run directory (finished or not), in report order."""
+    """Every env and algorithm of the plan (finished or not), in report order."""
     seeds: tuple[int, ...]
     configs: dict[tuple[str, str], dict]
-    """(env, algo) → the resolved AlgoConfig of the cell as recorded in config.json (from its first run)."""
+    """(env, algo) → the resolved AlgoConfig of the cell as planned (from its first run)."""
+    left_out: tuple[str, ...] = ()
+    """Run directories under `out` that the plan does not hold (left out of the report), relative to `out`."""
 
     @property
     def done(self) -> pd.DataFrame:
@@ -92,66 +94,58 @@ def palette(algos: tuple[str, ...] | list[str]) -> dict[str, str]:
     return out
 
 
-def _read_config_fields(run_dir: str) -> dict:
-    cfg = store.read_json(Path(run_dir) / store.CONFIG)
-    algo = cfg.get("algo", {})
-    return {
-        "algo_config": algo,
-        "group_size": algo.get("group_size"),
-        "kl_coef": algo.get("kl_coef"),
-        "advantage": algo.get("advantage"),
-        "policy_loss": algo.get("policy_loss"),
-        "steps": cfg.get("steps"),
-    }
-
-
 def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
     parts = [p for p in parts if not p.empty]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["env", "algo", "seed"])
 
 
 def load_sweep(out: Path) -> Sweep:
-    """Read every run under `out`. Raises ReportError for a missing path or a directory with no runs."""
+    """Read the plan of `out` and every run it holds (rlbench.store.read_sweep). Raises ReportError for a missing
+    path or a directory without a plan."""
     out = Path(out)
     if not out.exists():
         raise ReportError(f"no such directory: {out}")
     if not out.is_dir():
         raise ReportError(f"not a directory: {out}")
-    runs = store.load_summaries(out)
-    if runs.empty:
-        raise ReportError(f"no runs under {out}: expected <env>/<algo>/seed<k>/config.json (make one with rlbench run)")
-    if "reason" not in runs:
-        runs["reason"] = ""
-    runs["reason"] = runs["reason"].fillna("").astype(str)
-    unfinished = runs["status"] == "unfinished"
-    runs.loc[unfinished & (runs["reason"] == ""), "reason"] = "no summary.json or failure.json (unfinished)"
-    cfg = pd.DataFrame([_read_config_fields(d) for d in runs["run_dir"]], index=runs.index)
-    runs = pd.concat([runs, cfg.drop(columns="algo_config")], axis=1)
+    try:
+        records, strays = store.read_sweep(out)
+    except store.SweepError as err:
+        raise ReportError(str(err)) from None
+    if not records:
+        raise ReportError(f"no runs under {out}: its {store.PLAN} plans none")
+    runs = store.summary_rows(records)
+    algo_fields = ("group_size", "kl_coef", "advantage", "policy_loss")
+    for field in algo_fields:
+        runs[field] = [getattr(r.spec.algo, field) for r in records]
+    runs["steps"] = [r.spec.steps for r in records]
     configs = {}
-    for env, algo, config in zip(runs["env"], runs["algo"], cfg["algo_config"]):
-        configs.setdefault((env, algo), config)
+    for r in records:
+        configs.setdefault((r.spec.env_id, r.spec.algo.name), dataclasses.asdict(r.spec.algo))
     algos = tuple(sorted(runs["algo"].unique(), key=order_key))
-    runs["_rank"] = runs["algo"].map({a: i for i, a in enumerate(algos)})
-    runs = runs.sort_values(["env", "_rank", "seed"]).drop(columns="_rank").reset_index(drop=True)
+    rank = {a: i for i, a in enumerate(algos)}
+    order = sorted(
+        range(len(records)),
+        key=lambda i: (records[i].spec.env_id, rank[records[i].spec.algo.name], records[i].spec.seed),
+    )
+    records = [records[i] for i in order]
+    runs = runs.iloc[order].reset_index(drop=True)
     metrics, evals = [], []
-    for row in runs.itertuples():
-        if row.status not in DONE:
-            continue
-        for name, sink in ((store.METRICS, metrics), (store.EVALS, evals)):
-            path = Path(row.run_dir) / name
-            if path.is_file():
-                df = pd.read_parquet(path)
-                df.insert(0, "seed", row.seed)
-                df.insert(0, "algo", row.algo)
-                df.insert(0, "env", row.env)
-                sink.append(df)
+    for r in records:
+        for frame, sink in ((r.metrics(), metrics), (r.evals(), evals)):
+            if not frame.empty:
+                frame.insert(0, "seed", r.spec.seed)
+                frame.insert(0, "algo", r.spec.algo.name)
+                frame.insert(0, "env", r.spec.env_id)
+                sink.append(frame)
     envs = tuple(sorted(runs["env"].unique()))
     seeds = tuple(sorted(int(s) for s in runs["seed"].unique()))
-    return Sweep(out, runs, _concat(metrics), _concat(evals), envs, algos, seeds, configs)
+    left_out = tuple(str(p.relative_to(out)) for p in strays)
+    return Sweep(out, runs, _concat(metrics), _concat(evals), envs, algos, seeds, configs, left_out)
 
 
 def is_textgen(env_id: str) -> bool:
-    return "textgen" in env_id.lower()
+    """Whether the env is of the registry's `text` family (the TextGen sections and claims)."""
+    return registry.is_text(env_id)
 
 
 def kl_siblings(configs: dict[tuple[str, str], dict]) -> dict[tuple[str, str], str]:

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rlbench.matrix import env_slug
 from rlbench.reports import claims as C
 from rlbench.reports import figures as F
 from rlbench.reports import tables as T
 from rlbench.reports.data import ReportError, Sweep, load_sweep
+from rlbench.spec import Status, env_slug
 
 __all__ = ["SECTIONS", "ReportError", "render_report"]
 
@@ -188,25 +188,6 @@ def _display_group(t: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _display_claim(c: C.Claim) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "role": r.role,
-                "metric": r.metric,
-                "comparison": r.comparison,
-                "effect": r.effect,
-                "measured [95% CI]": ci(*r.interval),
-                "no effect": fmt(r.null),
-                "claimed": ("> " if r.direction > 0 else "< ") + fmt(r.null),
-                "verdict": r.verdict,
-                "n": f"{r.n_x} vs {r.n_y}" if r.n_y else str(r.n_x),
-            }
-            for r in c.rows
-        ]
-    )
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Writers
 
@@ -369,7 +350,7 @@ def compute(sweep: Sweep, seed: int) -> Results:
         "compute_cost": T.compute_table(sweep, runs),
         "group_size": T.group_table(sweep, runs, seed),
         "failed_runs": T.failed_table(sweep),
-        "missing_cells": T.missing_table(sweep, runs),
+        "missing_cells": T.missing_table(sweep),
         "normalization": norm,
         "aggregates": T.aggregate_table(scores, seed),
         "probability_of_improvement": T.improvement_table(scores, seed),
@@ -453,9 +434,9 @@ def _overview_section(r: Results, s: Section) -> None:
     n_cells = len(sweep.envs) * len(sweep.algos) * len(sweep.seeds)
     s.text(
         f"Sweep `{sweep.out}`: {len(sweep.envs)} env(s) × {len(sweep.algos)} algorithm column(s) × "
-        f"{len(sweep.seeds)} seed(s) = {n_cells} cells; {len(sweep.runs)} run directories, {len(done)} finished "
-        f"training, {int((sweep.runs.status == 'ok').sum())} ok, {len(r.failed_runs)} not ok, "
-        f"{len(r.missing_cells)} cell(s) without a finished run.\n\n"
+        f"{len(sweep.seeds)} seed(s) = {n_cells} cells; {len(sweep.runs)} planned runs, {len(done)} finished "
+        f"training, {int((sweep.runs.status == Status.OK).sum())} ok, {len(r.failed_runs)} not ok, "
+        f"{len(r.missing_cells)} planned run(s) missing (not finished).{_left_out(sweep)}\n\n"
         f"- envs: {', '.join(sweep.envs)}\n- algorithms: {', '.join(sweep.algos)}\n"
         f"- seeds: {', '.join(map(str, sweep.seeds))}\n- bootstrap: {T.REPS} stratified resamples for tables, "
         f"{C.REPS} for claims, seed {r.seed}"
@@ -727,12 +708,20 @@ def _aggregates_section(r: Results, S_: dict[str, Section]) -> None:
     ag.figure("profiles", "Performance profiles: fraction of runs above each normalized score, 95% band.")
 
 
+def _left_out(sweep: Sweep) -> str:
+    """One sentence naming the run directories under the sweep that its plan does not hold ('' when none)."""
+    if not sweep.left_out:
+        return ""
+    return f" Left out, not in the plan: {len(sweep.left_out)} run(s) ({', '.join(sweep.left_out)})."
+
+
 def _failures_section(r: Results, S_: dict[str, Section]) -> None:
     """Runs that are not ok and cells without a finished run."""
     fs, failed, missing = S_["failures"], r.failed_runs, r.missing_cells
     fs.table(failed.assign(seed=failed.seed.astype(str)), "Runs that are not ok (status and reason)")
     fs.table(
-        missing.assign(seed=missing.seed.astype(str)), "Cells of the env × algorithm × seed grid without a finished run"
+        missing.assign(seed=missing.seed.astype(str)),
+        "Missing: planned runs that did not finish training (failed, unfinished or never started), with the reason",
     )
 
 

@@ -11,22 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rlbench import registry
 from rlbench.algos import order_key
 from rlbench.reports import stats as S
 from rlbench.reports.data import Sweep, is_textgen, kl_siblings
+from rlbench.spec import DONE, Status
 
 REPS = 2000
 """Bootstrap resamples for every interval in the report."""
-
-REFERENCE_SCORES = {
-    "CartPole-v1": (22.0, 475.0),
-    "Acrobot-v1": (-500.0, -100.0),
-    "MountainCar-v0": (-200.0, -110.0),
-    "Pendulum-v1": (-1200.0, -150.0),
-}
-"""Env → (random-policy return, solved return) for normalized scores: 0 = random, 1 = solved. Random returns
-are the usual uniform-random policy values; solved = Gymnasium's reward_threshold (Pendulum has none: -150,
-the RL Zoo target). Other envs use the min and max final return observed in the sweep."""
 
 BINS = 40
 """Learning curves are averaged in this many equal env-step bins per run before aggregating over seeds."""
@@ -61,10 +53,11 @@ def drawdown(y, scale: float) -> float:
 
 
 def score_range(env: str, final_returns) -> tuple[float, float, str]:
-    """(low, high, source) of an env's score range: REFERENCE_SCORES, else the min and max of the sweep's final
-    returns on it (high = low + 1 when they coincide or are missing)."""
-    if env in REFERENCE_SCORES:
-        return (*REFERENCE_SCORES[env], "random policy / solved threshold")
+    """(low, high, source) of an env's score range: its entry's in rlbench.registry, else the min and max of the
+    sweep's final returns on it (high = low + 1 when they coincide or are missing)."""
+    reference = registry.score_range(env)
+    if reference is not None:
+        return (*reference, "random policy / solved threshold")
     v = _finite(final_returns)
     lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
     return (lo, hi if hi > lo else lo + 1.0, "observed min / max")
@@ -190,7 +183,7 @@ def per_run(sweep: Sweep) -> pd.DataFrame:
             "auc": auc,
             "_curve": eval_curve,
             "collapsed": collapsed(final, eval_curve),
-            "diverged": float(r.status == "diverged"),
+            "diverged": float(r.status == Status.DIVERGED),
             "grad_cosine": _mean(m, "train/grad_cosine"),
             "grad_rel_var": _median(m, "train/grad_rel_var"),
             "grad_noise_scale": noise_scale(_num(r, "grad_noise_scale"), m),
@@ -410,21 +403,16 @@ def group_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 
 def failed_table(sweep: Sweep) -> pd.DataFrame:
-    bad = sweep.runs[sweep.runs["status"] != "ok"]
+    """Runs that ran and are not ok: diverged, env_nan or failed, with the reason."""
+    bad = sweep.runs[sweep.runs["status"].isin((Status.DIVERGED, Status.ENV_NAN, Status.FAILED))]
     return bad[["env", "algo", "seed", "status", "reason"]].reset_index(drop=True)
 
 
-def missing_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
-    """Cells (env × algorithm × seed of the sweep's grid) without a finished run."""
-    have = set(zip(runs.env, runs.algo, runs.seed)) if not runs.empty else set()
-    present = {(r.env, r.algo, int(r.seed)): r.status for r in sweep.runs.itertuples()}
-    rows = [
-        {"env": e, "algo": a, "seed": s, "status": present.get((e, a, s), "absent")}
-        for e, a in _cells(sweep)
-        for s in sweep.seeds
-        if (e, a, s) not in have
-    ]
-    return pd.DataFrame(rows, columns=["env", "algo", "seed", "status"])
+def missing_table(sweep: Sweep) -> pd.DataFrame:
+    """Planned runs that did not finish training: failed, started and never ended, or never started, with the
+    reason when it is known."""
+    missing = sweep.runs[~sweep.runs["status"].isin(DONE)]
+    return missing[["env", "algo", "seed", "status", "reason"]].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------------------------------------

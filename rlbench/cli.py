@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,20 +19,19 @@ from rich.table import Table
 from rlbench import display, store
 from rlbench import tensorboard as tb
 from rlbench.algos import DESCRIPTIONS, PRESETS, AlgoConfig
-from rlbench.executor import LocalExecutor, Outcome, RayExecutor, check_contract_isolated
+from rlbench.executor import Executor, LocalBackend, RayBackend, check_contract_isolated
 from rlbench.matrix import (
+    BUDGET_PRESETS,
     BUILTIN_ENVS,
     DEFAULT_ALGOS,
     DEFAULT_GROUP_SIZES,
-    PRESETS_BY_NAME,
-    Cell,
     MatrixError,
     build_cells,
     check_batches,
     check_env_id,
     check_size,
     dispatch_order,
-    get_preset,
+    get_budget_preset,
     import_env_modules,
     load_matrix_file,
     parse_floats,
@@ -45,6 +42,8 @@ from rlbench.matrix import (
     resolve_algos,
     resolve_envs,
 )
+from rlbench.spec import RunSpec, Status
+from rlbench.store import Outcome
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -59,12 +58,6 @@ def fail(message: str) -> typer.Exit:
     """Print a clear error and return the exit (code 2) for the caller to raise."""
     errors.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)
     return typer.Exit(2)
-
-
-def matrix_fingerprint(cells: list[Cell]) -> str:
-    """Short hash of the resolved matrix: the same command gives the same sweep directory."""
-    blob = json.dumps([c.to_dict() for c in cells], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
 @app.command()
@@ -145,7 +138,7 @@ def run(
             flag_kwargs = parse_env_kwargs(env_kwargs)
             env_requests = [dataclasses.replace(r, kwargs={**r.kwargs, **flag_kwargs}) for r in spec["envs"]]
         else:
-            env_requests = resolve_envs(list(get_preset(preset).envs), parse_env_kwargs(env_kwargs))
+            env_requests = resolve_envs(list(get_budget_preset(preset).envs), parse_env_kwargs(env_kwargs))
         cells = build_cells(
             algos=parse_list(algos, "--algos") if algos is not None else list(spec.get("algos", ["all"])),
             envs=qualify(env_requests, registered),
@@ -166,19 +159,16 @@ def run(
     except (MatrixError, tb.TensorBoardMissing) as err:
         raise fail(str(err)) from None
     began = time.monotonic()
-    out = out or Path("runs") / f"{preset}-{matrix_fingerprint(cells)}"
+    out = out or Path("runs") / f"{preset}-{store.plan_fingerprint(cells)}"
     try:
-        lock = store.lock_sweep(out)
+        with store.Sweep(out) as sweep:
+            outcomes = run_planned(sweep, cells, runner, force_new, workers=jobs)
     except store.SweepError as err:
         raise fail(str(err)) from None
-    try:
-        outcomes = run_locked(cells, out, runner, force_new, workers=jobs)
-    finally:
-        lock.close()
     if tensorboard:
         write_tensorboard(cells, out)
     display.print_results(console, out)
-    counts: dict[str, int] = {}
+    counts: dict[Status, int] = {}
     for outcome in outcomes:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     print_counts(counts)
@@ -186,7 +176,7 @@ def run(
     if report_dir is not None:
         display.print_verdicts(console, report_dir)
     display.print_closing(console, time.monotonic() - began, len(outcomes), report_dir)
-    failed = [o for o in outcomes if o.status == "failed"]
+    failed = [o for o in outcomes if o.status == Status.FAILED]
     if failed:
         errors.print(f"{len(failed)} run(s) failed:")
         for o in failed:
@@ -199,40 +189,33 @@ def make_executor(name: str, jobs: int, time_limit: float | None, ray_address: s
     if name == "local":
         if ray_address is not None:
             raise MatrixError("--ray-address needs --executor ray")
-        return LocalExecutor(jobs, time_limit)
+        return Executor(LocalBackend(jobs), time_limit)
     if name == "ray":
         try:
             import ray  # noqa: F401
         except ImportError:
             raise MatrixError("--executor ray needs Ray: pip install 'rlbench[ray]'") from None
-        return RayExecutor(ray_address, time_limit)
+        return Executor(RayBackend(ray_address), time_limit)
     raise MatrixError(f"unknown executor {name!r}; allowed: local, ray")
 
 
-def run_locked(cells: list[Cell], out: Path, runner, force_new: bool, workers: int) -> list[Outcome]:
-    """With the sweep directory locked: refuse conflicting configs, run the cells under the progress display."""
-    conflicts = store.conflicting_runs([c.to_dict() for c in cells], [c.run_dir(out) for c in cells])
-    if conflicts and not force_new:
-        shown = "\n  ".join(map(str, conflicts[:5])) + ("\n  …" if len(conflicts) > 5 else "")
-        raise fail(
-            f"{len(conflicts)} run(s) in {out} were made with a different config:\n  {shown}\n"
-            "use a new --out, or --force-new to discard them and start again"
-        )
-    for run_dir in conflicts:
-        shutil.rmtree(run_dir)
-    store.write_json(
-        out / "sweep.json", {"fingerprint": matrix_fingerprint(cells), "cells": [c.to_dict() for c in cells]}
-    )
-    console.print(f"rlbench: {len(cells)} runs → [bold]{escape(str(out))}[/] ({type(runner).__name__})")
+def run_planned(
+    sweep: store.Sweep, cells: list[RunSpec], runner: Executor, force_new: bool, workers: int
+) -> list[Outcome]:
+    """Make `cells` the sweep's plan (conflicting runs refused, or discarded with force_new), then run them under
+    the progress display."""
+    sweep.plan(cells, discard_conflicts=force_new)
+    out = sweep.out
+    console.print(f"rlbench: {len(cells)} runs → [bold]{escape(str(out))}[/] ({type(runner.backend).__name__})")
     order = dispatch_order(cells)
     with display.SweepDisplay(order, out, workers, console) as shown:
         try:
-            return runner.run(order, out, shown.on_done, shown.on_start)
+            return runner.run(sweep, order, shown.on_done, shown.on_start)
         except OSError as err:
             raise fail(f"cannot write to {out}: {err}; finished runs there are kept") from None
 
 
-def contract_problems(cells: list[Cell]) -> list[str]:
+def contract_problems(cells: list[RunSpec]) -> list[str]:
     """Each env of the matrix against rlbench's contract (seeded resets only where a grouped algorithm runs)."""
     problems = []
     needs = {}
@@ -258,15 +241,16 @@ def parse_env_kwargs(text: str | None) -> dict:
     return value
 
 
-def print_counts(counts: dict[str, int]) -> None:
+def print_counts(counts: dict[Status, int]) -> None:
+    shown = (Status.OK, Status.DIVERGED, Status.ENV_NAN, Status.FAILED, Status.SKIPPED)
     table = Table(title="runs")
-    for status in ("ok", "diverged", "env_nan", "failed", "skipped"):
-        table.add_column(status, justify="right")
-    table.add_row(*(str(counts.get(s, 0)) for s in ("ok", "diverged", "env_nan", "failed", "skipped")))
+    for status in shown:
+        table.add_column(status.value, justify="right")
+    table.add_row(*(str(counts.get(s, 0)) for s in shown))
     console.print(table)
 
 
-def write_tensorboard(cells: list[Cell], out: Path) -> None:
+def write_tensorboard(cells: list[RunSpec], out: Path) -> None:
     """TensorBoard events for every run of the matrix that recorded metrics (finished or stopped early)."""
     written = 0
     for cell in cells:
@@ -366,18 +350,21 @@ def bench_sb3(
 @app.command()
 def fingerprints(
     update: Annotated[bool, typer.Option("--update", help="Rewrite the stored fingerprints deliberately.")] = False,
+    folder: Annotated[
+        Path, typer.Option("--dir", help="Where the fingerprints are stored (run from the source checkout).")
+    ] = Path("tests/regression"),
 ) -> None:
-    """Compare every preset's short seeded run with tests/regression/ (or rewrite them with --update)."""
+    """Compare every preset's short seeded run with the stored fingerprints (or rewrite them with --update)."""
     from rlbench import fingerprints as fp
 
     if update:
-        changes = fp.regenerate()
+        changes = fp.regenerate(folder)
         console.print("\n".join(changes) if changes else "fingerprints unchanged", markup=False)
         return
     failed, said = False, ""
     for env_id in fp.ENVS:
         for name in PRESETS:
-            path = fp.path_for(fp.DEFAULT_DIR, name, env_id)
+            path = fp.path_for(folder, name, env_id)
             if not path.is_file():
                 failed = True
                 console.print(f"{env_id}/{name}: missing {path}", markup=False)
@@ -490,15 +477,15 @@ def list_() -> None:
     console.print(algos)
     envs = Table(title="environments (env steps per run)")
     envs.add_column("id")
-    for p in PRESETS_BY_NAME:
+    for p in BUDGET_PRESETS:
         envs.add_column(p, justify="right")
     for entry in BUILTIN_ENVS.values():
-        envs.add_row(entry.id, *(f"{entry.budgets[p]:,}" for p in PRESETS_BY_NAME))
+        envs.add_row(entry.id, *(f"{entry.budgets[p]:,}" for p in BUDGET_PRESETS))
     console.print(envs)
     presets = Table(title="presets")
     for col in ("name", "default envs", "seeds", "eval episodes × points", "description"):
         presets.add_column(col)
-    for p in PRESETS_BY_NAME.values():
+    for p in BUDGET_PRESETS.values():
         presets.add_row(p.name, ", ".join(p.envs), str(p.seeds), f"{p.eval_episodes} × {p.eval_points}", p.description)
     console.print(presets)
 

@@ -37,9 +37,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rlbench import registry
 from rlbench.algos.config import AlgoConfig
-from rlbench.envs import TASK_BUILDERS
 from rlbench.matrix import algo_for
+from rlbench.spec import RunSpec, Status
 from rlbench.task import EVAL_SEED_BASE
 from rlbench.train import train
 
@@ -108,8 +109,8 @@ def evaluate_sb3(model, env_id: str, episodes: int, env_kwargs: dict | None = No
 
 
 def _run_rlbench(cfg: AlgoConfig, env_id: str, seed: int, steps: int, eval_episodes: int) -> dict:
-    s = train(cfg, env_id, {}, seed, steps, eval_episodes, eval_points=1).summary
-    if s["status"] != "ok":
+    s = train(RunSpec(cfg, env_id, seed, steps, eval_episodes, eval_points=1)).summary
+    if s["status"] != Status.OK:
         raise RuntimeError(f"rlbench ppo seed {seed}: {s['status']} ({s['reason']})")
     return {"impl": "rlbench", "seed": seed, **{k: s[k] for k in COLUMNS[2:]}}
 
@@ -143,7 +144,7 @@ def compare(
     Returns one row per (impl ∈ {"rlbench", "sb3"}, seed) with columns COLUMNS. Raises ValueError for an env
     with its own rlbench task builder or a preset SB3 cannot express, RuntimeError if an rlbench run faults.
     """
-    if env_id in TASK_BUILDERS:
+    if registry.task_builder(env_id) is not None:
         raise ValueError(f"{env_id} uses a custom rlbench task; only plain Gymnasium envs compare with SB3")
     cfg = algo_for("ppo", env_id)
     sb3_kwargs(cfg, steps)  # fail before any training

@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils.env_checker import check_env
 
-from rlbench.envs import TASK_BUILDERS
+from rlbench import registry
 from rlbench.policies import MLPPolicy
 from rlbench.rollout import is_composite
 
@@ -44,8 +44,9 @@ def _gymnasium_checker(env: gym.Env) -> Check:
 
 
 def _spaces(env: gym.Env, env_id: str) -> Check:
-    if env_id in TASK_BUILDERS:
-        return Check("supported spaces", True, f"its own task builder {TASK_BUILDERS[env_id]} handles them")
+    builder = registry.task_builder(env_id)
+    if builder is not None:
+        return Check("supported spaces", True, f"its own task builder {builder} handles them")
     try:
         MLPPolicy(env.observation_space, env.action_space, hidden=1)
     except ValueError as err:
@@ -121,7 +122,7 @@ def check_contract(env_id: str, env_kwargs: dict[str, Any] | None = None, seeded
         return [Check("make", False, f"gym.make({env_id!r}) failed: {type(err).__name__}: {err}")]
     limit = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else MAX_EPISODE
     checks = [_gymnasium_checker(env)]
-    if is_composite(env.observation_space) and env_id not in TASK_BUILDERS:
+    if is_composite(env.observation_space) and registry.task_builder(env_id) is None:
         original = env.observation_space
         env = gym.wrappers.FlattenObservation(env)
         checks.append(

@@ -17,12 +17,9 @@ from rich.text import Text
 
 from rlbench import store
 from rlbench.algos import order_key
-from rlbench.executor import Outcome
-from rlbench.matrix import Cell
 from rlbench.progress import Finished, RunEnd, SweepProgress, Work, column_family
-
-DONE = ("ok", "diverged", "env_nan")
-"""Statuses of runs that finished training (they have a final return)."""
+from rlbench.spec import DONE, RunSpec, Status
+from rlbench.store import Outcome
 
 
 def duration(seconds: float) -> str:
@@ -49,7 +46,7 @@ class SweepDisplay:
     """Receives the executor's start/finish events, updates a SweepProgress and shows it: a live panel on
     a terminal, one plain line per finished run otherwise."""
 
-    def __init__(self, cells: list[Cell], out: Path, workers: int, console: Console) -> None:
+    def __init__(self, cells: list[RunSpec], out: Path, workers: int, console: Console) -> None:
         self.console = console
         self.out = out
         keys = [str(c.run_dir(out)) for c in cells]
@@ -74,12 +71,12 @@ class SweepDisplay:
         if skipped:
             self.console.print(f"{skipped} run(s) already finished in {self.out} were skipped", highlight=False)
 
-    def on_start(self, cell: Cell) -> None:
+    def on_start(self, cell: RunSpec) -> None:
         self.state.start(str(cell.run_dir(self.out)), time.monotonic())
 
     def on_done(self, outcome: Outcome) -> None:
         key = str(outcome.run_dir)
-        if outcome.status == "skipped":
+        if outcome.status == Status.SKIPPED:
             self.state.skip(key)
             return
         done = self.state.finish(key, time.monotonic(), run_end(outcome))

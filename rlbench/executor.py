@@ -1,4 +1,6 @@
-"""Executing cells: each run in its own worker process (one torch thread), failures isolated per run."""
+"""Executing a plan: one scheduling loop (`Executor`) over a backend that runs one spec per slot, in a local worker
+process (`LocalBackend`) or as a Ray task (`RayBackend`). Workers only train and send the result back; the driver
+writes every file of every run through rlbench.store.Sweep, so a worker never needs the sweep directory."""
 
 from __future__ import annotations
 
@@ -8,109 +10,115 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.connection import wait
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Protocol
 
-from rlbench import store
 from rlbench.contract import Check
-from rlbench.matrix import Cell
+from rlbench.spec import RunSpec, Status
+from rlbench.store import Outcome, Sweep
 
 
-@dataclass
-class Outcome:
-    """How one run ended: ok, diverged or env_nan (finished), failed, or skipped (finished earlier)."""
-
-    cell: Cell
-    run_dir: Path
-    status: str
-    reason: str = ""
-
-
-def train_cell(cell_data: dict[str, Any]) -> Any:
-    """Train one cell with one torch thread; returns rlbench.train.RunResult (raises on a crash)."""
+def train_in_worker(spec_data: dict[str, Any]) -> Any:
+    """Train one spec with one torch thread; returns rlbench.train.RunResult (raises on a crash)."""
     import torch
 
     from rlbench.train import train
 
     torch.set_num_threads(1)
-    cell = Cell.from_dict(cell_data)
-    return train(cell.algo, cell.env_id, cell.env_kwargs, cell.seed, cell.steps, cell.eval_episodes, cell.eval_points)
+    return train(RunSpec.from_dict(spec_data))
 
 
-def store_result(run_dir: Path, result: Any) -> None:
-    """Write a finished run: metrics and evals first, summary.json (the marker of a finished run) last."""
-    store.write_parquet(run_dir / store.METRICS, result.metrics)
-    store.write_parquet(run_dir / store.EVALS, result.evals)
-    store.write_json(run_dir / store.SUMMARY, result.summary)
+@dataclass(frozen=True)
+class Ended:
+    """What a backend reports for one run: its result, or why it has none (the same fields for every backend)."""
+
+    result: Any = None
+    """rlbench.train.RunResult, or None when the run failed."""
+    reason: str = ""
+    traceback: str | None = None
+    exit_code: int | None = None
 
 
-def store_failure(run_dir: Path, reason: str, **details: Any) -> Outcome:
-    """Record a failed run (failure.json, atomically); failed runs are retried when the sweep resumes."""
-    store.write_json(run_dir / store.FAILURE, {"status": "failed", "reason": reason, **details})
-    return Outcome(Cell.from_dict(store.read_json(run_dir / store.CONFIG)), run_dir, "failed", reason)
+class Backend(Protocol):
+    """Runs specs somewhere; handles identify submitted runs."""
+
+    def open(self) -> None: ...
+    def slots(self) -> int: ...
+    def submit(self, spec: RunSpec) -> Any: ...
+    def ready(self, handles: list[Any], timeout: float) -> list[Any]: ...
+    def has_result(self, handle: Any) -> bool: ...
+    def collect(self, handle: Any) -> Ended: ...
+    def cancel(self, handle: Any) -> None: ...
+    def close(self) -> None: ...
 
 
-def finished_outcome(cell: Cell, run_dir: Path) -> Outcome | None:
-    """The outcome a run directory records (summary or failure), or None when it holds neither."""
-    if store.is_finished(run_dir):
-        summary = store.read_json(run_dir / store.SUMMARY)
-        return Outcome(cell, run_dir, summary["status"], summary.get("reason", ""))
-    if (run_dir / store.FAILURE).is_file():
-        return Outcome(cell, run_dir, "failed", store.read_json(run_dir / store.FAILURE)["reason"])
-    return None
+class Executor:
+    """The one scheduling loop: skip runs finished earlier, keep the backend's slots busy, record each outcome
+    through the sweep as it arrives, and kill runs over the per-run time limit (counted from submission)."""
+
+    def __init__(self, backend: Backend, time_limit: float | None = None) -> None:
+        self.backend = backend
+        self.time_limit = time_limit
+
+    def run(
+        self,
+        sweep: Sweep,
+        specs: list[RunSpec],
+        on_done: Callable[[Outcome], None],
+        on_start: Callable[[RunSpec], None] | None = None,
+    ) -> list[Outcome]:
+        """Run every unfinished spec; on_start(spec) when a run is submitted, on_done(outcome) when one ends."""
+        outcomes: list[Outcome] = []
+
+        def finish(outcome: Outcome) -> None:
+            outcomes.append(outcome)
+            on_done(outcome)
+
+        pending: deque[RunSpec] = deque()
+        for spec in specs:
+            if sweep.finished(spec):
+                finish(Outcome(spec, spec.run_dir(sweep.out), Status.SKIPPED))
+            else:
+                pending.append(spec)
+        if not pending:
+            return outcomes
+        backend = self.backend
+        backend.open()
+        running: dict[Any, tuple[RunSpec, float]] = {}
+        try:
+            while pending or running:
+                while pending and len(running) < backend.slots():
+                    spec = pending.popleft()
+                    sweep.start(spec)
+                    running[backend.submit(spec)] = (spec, time.monotonic())
+                    if on_start is not None:
+                        on_start(spec)
+                for handle in backend.ready(list(running), 0.5):
+                    spec, _ = running.pop(handle)
+                    finish(record(sweep, spec, backend.collect(handle)))
+                for handle, (spec, started) in list(running.items()):
+                    late = self.time_limit is not None and time.monotonic() - started > self.time_limit
+                    if late and not backend.has_result(handle):  # a result that arrived meanwhile is kept
+                        backend.cancel(handle)
+                        del running[handle]
+                        finish(sweep.record_failure(spec, timeout_reason(self.time_limit)))
+        finally:
+            for handle in running:
+                backend.cancel(handle)
+            backend.close()
+        return outcomes
 
 
-def prepare_run(cell: Cell, out: Path, meta: dict[str, Any]) -> Path:
-    """An empty run directory holding config.json (an unfinished earlier attempt is discarded)."""
-    run_dir = cell.run_dir(out)
-    store.fresh_run_dir(run_dir)
-    store.write_json(run_dir / store.CONFIG, run_config(cell, meta))
-    return run_dir
+def record(sweep: Sweep, spec: RunSpec, ended: Ended) -> Outcome:
+    """Write what a backend reported for one run: its result files, or failure.json."""
+    if ended.result is None:
+        return sweep.record_failure(spec, ended.reason, ended.traceback, ended.exit_code)
+    return sweep.record_result(spec, ended.result.metrics, ended.result.evals, ended.result.summary)
 
 
-@dataclass
-class Tally:
-    """The outcomes of one sweep so far: `finish` records an outcome and reports it to the caller; `start`
-    reports a run that began."""
-
-    on_done: Callable[[Outcome], None]
-    on_start: Callable[[Cell], None] | None = None
-    outcomes: list[Outcome] = field(default_factory=list)
-
-    def start(self, cell: Cell) -> None:
-        if self.on_start is not None:
-            self.on_start(cell)
-
-    def finish(self, outcome: Outcome) -> None:
-        self.outcomes.append(outcome)
-        self.on_done(outcome)
-
-
-def split_finished(cells: list[Cell], out: Path, finish: Callable[[Outcome], None]) -> deque[Cell]:
-    """Report cells finished in an earlier sweep as skipped; return the rest, in order."""
-    pending: deque[Cell] = deque()
-    for cell in cells:
-        if store.is_finished(cell.run_dir(out)):
-            finish(Outcome(cell, cell.run_dir(out), "skipped"))
-        else:
-            pending.append(cell)
-    return pending
-
-
-def execute_cell(cell_data: dict[str, Any], run_dir: str) -> None:
-    """Local worker entry point: train one cell and store it; any exception is recorded as failure.json."""
-    try:
-        store_result(Path(run_dir), train_cell(cell_data))
-    except Exception as err:
-        store_failure(Path(run_dir), f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
-        raise SystemExit(1) from None
-
-
-def run_config(cell: Cell, meta: dict[str, Any]) -> dict[str, Any]:
-    """config.json: the resolved cell plus provenance and the thread count the worker uses."""
-    return {**cell.to_dict(), **meta, "torch_threads": 1}
+def timeout_reason(limit: float) -> str:
+    return f"timeout: exceeded the per-run limit of {limit:g} s"
 
 
 def worker_context() -> mp.context.BaseContext:
@@ -152,61 +160,72 @@ def check_contract_isolated(
         receiver.close()
 
 
-class LocalExecutor:
-    """Runs cells in up to `jobs` worker processes; a per-run time limit kills runs that hang."""
+def _local_worker(conn: Connection, spec_data: dict[str, Any]) -> None:
+    """Local worker entry point: train one spec and send ("result", RunResult) or ("error", reason, traceback)."""
+    try:
+        message = ("result", train_in_worker(spec_data))
+    except Exception as err:
+        message = ("error", f"{type(err).__name__}: {err}", traceback.format_exc())
+    conn.send(message)
+    conn.close()
 
-    def __init__(self, jobs: int, time_limit: float | None = None) -> None:
+
+class LocalBackend:
+    """Up to `jobs` worker processes on this machine, one per run; results come back through a pipe."""
+
+    def __init__(self, jobs: int) -> None:
         self.jobs = jobs
-        self.time_limit = time_limit
+        self.procs: dict[Connection, Any] = {}
+
+    def open(self) -> None:
         self.context = worker_context()
 
-    def run(
-        self,
-        cells: list[Cell],
-        out: Path,
-        on_done: Callable[[Outcome], None],
-        on_start: Callable[[Cell], None] | None = None,
-    ) -> list[Outcome]:
-        """Run every unfinished cell; on_start(cell) when a run begins, on_done(outcome) when one ends."""
-        meta, tally = store.provenance(), Tally(on_done, on_start)
-        finish, pending = tally.finish, split_finished(cells, out, tally.finish)
-        running: dict[int, tuple[Any, Cell, float]] = {}
+    def slots(self) -> int:
+        return self.jobs
+
+    def submit(self, spec: RunSpec) -> Connection:
+        receiver, sender = self.context.Pipe(duplex=False)
+        proc = self.context.Process(target=_local_worker, args=(sender, spec.to_dict()))
+        proc.start()
+        sender.close()
+        self.procs[receiver] = proc
+        return receiver
+
+    def ready(self, handles: list[Connection], timeout: float) -> list[Connection]:
+        """Runs that sent their result or whose process ended (a process that died sends nothing)."""
+        by_sentinel = {self.procs[h].sentinel: h for h in handles}
+        woke = wait([*handles, *by_sentinel], timeout=timeout)
+        return list(dict.fromkeys(by_sentinel.get(w, w) for w in woke))
+
+    def has_result(self, handle: Connection) -> bool:
+        return handle.poll()
+
+    def collect(self, handle: Connection) -> Ended:
+        proc = self.procs.pop(handle)
         try:
-            while pending or running:
-                while pending and len(running) < self.jobs:
-                    cell = pending.popleft()
-                    run_dir = prepare_run(cell, out, meta)
-                    proc = self.context.Process(target=execute_cell, args=(cell.to_dict(), str(run_dir)))
-                    proc.start()
-                    tally.start(cell)
-                    running[proc.sentinel] = (proc, cell, time.monotonic())
-                for sentinel in wait(list(running), timeout=0.5):
-                    proc, cell, _ = running.pop(sentinel)
-                    proc.join()
-                    run_dir = cell.run_dir(out)
-                    finish(
-                        finished_outcome(cell, run_dir)
-                        or store_failure(run_dir, _exit_reason(proc.exitcode), exit_code=proc.exitcode)
-                    )
-                for sentinel, (proc, cell, started) in list(running.items()):
-                    if self.time_limit is not None and time.monotonic() - started > self.time_limit:
-                        proc.kill()
-                        proc.join()
-                        del running[sentinel]
-                        run_dir = cell.run_dir(out)  # it may have finished just before the kill
-                        finish(
-                            finished_outcome(cell, run_dir) or store_failure(run_dir, timeout_reason(self.time_limit))
-                        )
-        finally:
-            for proc, _, _ in running.values():
-                proc.terminate()
-            for proc, _, _ in running.values():
-                proc.join()
-        return tally.outcomes
+            message = handle.recv() if handle.poll() else None
+        except EOFError:
+            message = None
+        handle.close()
+        proc.join()
+        if message is None:
+            return Ended(reason=_exit_reason(proc.exitcode), exit_code=proc.exitcode)
+        if message[0] == "result":
+            return Ended(result=message[1])
+        return Ended(reason=message[1], traceback=message[2])
 
+    def cancel(self, handle: Connection) -> None:
+        proc = self.procs.pop(handle)
+        proc.kill()
+        proc.join()
+        handle.close()
 
-def timeout_reason(limit: float) -> str:
-    return f"timeout: exceeded the per-run limit of {limit:g} s"
+    def close(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            proc.join()
+        self.procs.clear()
 
 
 def _exit_reason(exitcode: int | None) -> str:
@@ -215,68 +234,50 @@ def _exit_reason(exitcode: int | None) -> str:
     return f"worker exited with code {exitcode}"
 
 
-class RayExecutor:
-    """Runs cells as Ray tasks (one CPU each) on a local or remote Ray cluster.
+class RayBackend:
+    """Ray tasks (one CPU each) on a local or remote Ray cluster.
 
-    Results travel back to this process, which writes the run store, so worker machines need no shared
-    filesystem. At most as many tasks as the cluster has CPUs are in flight, so the per-run time limit counts
-    from a run's start. A task that raises, or whose worker dies, fails only its own run.
+    Only the spec (plain data) travels to a worker and only the RunResult travels back, so worker machines need
+    rlbench installed but no shared filesystem. As many tasks are in flight as the cluster has CPUs now (fewer
+    after a node leaves). A task that raises fails its run with the remote traceback; a task whose worker or
+    node dies fails its run with Ray's error as the reason.
     """
 
-    def __init__(self, address: str | None = None, time_limit: float | None = None) -> None:
+    def __init__(self, address: str | None = None) -> None:
         self.address = address
-        self.time_limit = time_limit
 
-    def run(
-        self,
-        cells: list[Cell],
-        out: Path,
-        on_done: Callable[[Outcome], None],
-        on_start: Callable[[Cell], None] | None = None,
-    ) -> list[Outcome]:
-        """Run every unfinished cell; on_start(cell) when a task is submitted, on_done(outcome) when one ends."""
+    def open(self) -> None:
         import ray
 
-        meta, tally = store.provenance(), Tally(on_done, on_start)
-        finish, pending = tally.finish, split_finished(cells, out, tally.finish)
-        if not pending:
-            return tally.outcomes
+        self.ray = ray
         ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        remote = ray.remote(num_cpus=1, max_retries=0)(train_cell)
-        slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        running: dict[Any, tuple[Cell, float]] = {}
-        try:
-            while pending or running:
-                while pending and len(running) < slots:
-                    cell = pending.popleft()
-                    prepare_run(cell, out, meta)
-                    running[remote.remote(cell.to_dict())] = (cell, time.monotonic())
-                    tally.start(cell)
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
-                for ref in ready:
-                    cell, _ = running.pop(ref)
-                    finish(self._collect(ray, ref, cell, cell.run_dir(out)))
-                for ref, (cell, started) in list(running.items()):
-                    late = self.time_limit is not None and time.monotonic() - started > self.time_limit
-                    if late and not ray.wait([ref], timeout=0)[0]:  # a result that arrived meanwhile is kept
-                        ray.cancel(ref, force=True)
-                        del running[ref]
-                        finish(store_failure(cell.run_dir(out), timeout_reason(self.time_limit)))
-        finally:
-            for ref in running:
-                ray.cancel(ref, force=True)
-            ray.shutdown()
-        return tally.outcomes
+        self.remote = ray.remote(num_cpus=1, max_retries=0)(train_in_worker)
 
-    @staticmethod
-    def _collect(ray: Any, ref: Any, cell: Cell, run_dir: Path) -> Outcome:
+    def slots(self) -> int:
+        return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+
+    def submit(self, spec: RunSpec) -> Any:
+        return self.remote.remote(spec.to_dict())
+
+    def ready(self, handles: list[Any], timeout: float) -> list[Any]:
+        return self.ray.wait(handles, num_returns=1, timeout=timeout)[0]
+
+    def has_result(self, handle: Any) -> bool:
+        return bool(self.ray.wait([handle], timeout=0)[0])
+
+    def collect(self, handle: Any) -> Ended:
+        ray = self.ray
         try:
-            result = ray.get(ref)
+            return Ended(result=ray.get(handle))
         except ray.exceptions.RayTaskError as err:
             cause = err.cause if err.cause is not None else err
             plain = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # Ray colours its remote traceback
-            return store_failure(run_dir, f"{type(cause).__name__}: {cause}", traceback=plain)
+            return Ended(reason=f"{type(cause).__name__}: {cause}", traceback=plain)
         except ray.exceptions.RayError as err:
-            return store_failure(run_dir, f"worker died: {type(err).__name__}: {err}")
-        store_result(run_dir, result)
-        return finished_outcome(cell, run_dir)
+            return Ended(reason=f"worker died: {type(err).__name__}: {err}")
+
+    def cancel(self, handle: Any) -> None:
+        self.ray.cancel(handle, force=True)
+
+    def close(self) -> None:
+        self.ray.shutdown()

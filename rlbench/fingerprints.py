@@ -22,8 +22,9 @@ scale on every preset tried. Relative to the column rather than to each value, b
 cosine of −0.005, a KL of 6e-5) carry the rounding of their column's larger terms.
 
 Integers (update, env steps, episode counts), column sets, row counts and the config are always compared
-exactly. Regenerate deliberately with `regenerate(Path("tests/regression"))` (wired as
-`rlbench fingerprints --update`), which prints what changed.
+exactly. The library reads and writes only the folder it is given: `rlbench fingerprints --update` (run from the
+source checkout; `--dir` to choose another folder) regenerates `tests/regression` deliberately and prints what
+changed.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from rlbench.spec import RunSpec, Status
 
 ENVS = {"CartPole-v1": 2048, "rlbench/TextGen-v0": 1500}
 """Env → env-step budget of its fingerprint runs (CartPole: 4 PPO updates of 8 × 64 steps; TextGen: a few
@@ -61,17 +64,14 @@ SIMD_FLAG_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx")
 MAX_LINES = 25
 """At most this many differences are listed per fingerprint; the rest are counted in one line."""
 
-DEFAULT_DIR = Path(__file__).resolve().parents[1] / "tests" / "regression"
-"""tests/regression/ of the source checkout."""
 
-
-def cell_for(algo_name: str, env_id: str):
+def spec_for(algo_name: str, env_id: str) -> RunSpec:
     """The run as fingerprinted: the matrix's resolution of the preset on env_id (group presets at G =
-    GROUP_SIZE), seed SEED, the env's fingerprint budget."""
-    from rlbench.matrix import EnvRequest, build_cells
+    GROUP_SIZE), seed SEED, the env's fingerprint budget, EVAL_EPISODES evaluation episodes."""
+    from rlbench.matrix import resolve_spec
 
-    (cell,) = build_cells([algo_name], [EnvRequest(env_id)], "smoke", [SEED], ENVS[env_id], [GROUP_SIZE], [])
-    return dataclasses.replace(cell, eval_episodes=EVAL_EPISODES)
+    spec = resolve_spec(algo_name, env_id, GROUP_SIZE, SEED, ENVS[env_id])
+    return dataclasses.replace(spec, eval_episodes=EVAL_EPISODES)
 
 
 def cpu_facts() -> dict[str, str]:
@@ -115,17 +115,15 @@ def compute(algo_name: str, env_id: str = "CartPole-v1") -> dict[str, Any]:
     """Run the preset's short seeded run on env_id with THREADS torch threads and return its fingerprint."""
     from rlbench.train import train
 
-    cell = cell_for(algo_name, env_id)
+    cell = spec_for(algo_name, env_id)
     previous = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        result = train(
-            cell.algo, cell.env_id, cell.env_kwargs, cell.seed, cell.steps, cell.eval_episodes, cell.eval_points
-        )
+        result = train(cell)
         env = environment()
     finally:
         torch.set_num_threads(previous)
-    if result.summary["status"] != "ok":
+    if result.summary["status"] != Status.OK:
         raise RuntimeError(
             f"fingerprint run of {algo_name} on {env_id} ended with {result.summary['status']}: "
             f"{result.summary['reason']}"
@@ -145,7 +143,7 @@ def compute(algo_name: str, env_id: str = "CartPole-v1") -> dict[str, Any]:
 
 def path_for(root: Path, algo_name: str, env_id: str) -> Path:
     """<root>/<env slug>/<algo>.json."""
-    from rlbench.matrix import env_slug
+    from rlbench.spec import env_slug
 
     return Path(root) / env_slug(env_id) / f"{algo_name}.json"
 
@@ -253,7 +251,7 @@ def _rel(a: Any, b: Any, scale: float | None) -> str:
     return ""
 
 
-def regenerate(path: Path = DEFAULT_DIR) -> list[str]:
+def regenerate(path: Path) -> list[str]:
     """Rewrite every (env, preset) fingerprint under `path`; return what changed ('env/algo: …' lines)."""
     from rlbench.algos import PRESETS
 

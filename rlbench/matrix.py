@@ -16,7 +16,9 @@ import gymnasium as gym
 from rlbench.algos import PRESETS, AlgoConfig
 from rlbench.algos.config import FIELDS
 from rlbench.envs import textgen
+from rlbench.registry import BUILTIN_ENVS
 from rlbench.rollout import env_spec
+from rlbench.spec import RunSpec
 
 
 class MatrixError(ValueError):
@@ -24,33 +26,7 @@ class MatrixError(ValueError):
 
 
 @dataclass(frozen=True)
-class EnvEntry:
-    """A built-in matrix environment: its env-step budget per preset and algorithm settings it needs."""
-
-    id: str
-    budgets: dict[str, int]
-    """Env steps per run for each preset (the same for every algorithm)."""
-    family: str = "classic"
-    algo_overrides: dict[str, Any] = field(default_factory=dict)
-    """Settings applied to every algorithm on this env before the user's --set."""
-    eval_points: int | None = None
-    """Evaluations per run on this env, if not the preset's."""
-
-
-BUILTIN_ENVS: dict[str, EnvEntry] = {
-    e.id: e
-    for e in (
-        EnvEntry("CartPole-v1", {"smoke": 3_000, "quick": 150_000, "full": 500_000}),
-        EnvEntry("Acrobot-v1", {"smoke": 3_000, "quick": 100_000, "full": 500_000}),
-        EnvEntry("MountainCar-v0", {"smoke": 3_000, "quick": 200_000, "full": 1_000_000}),
-        EnvEntry("Pendulum-v1", {"smoke": 3_000, "quick": 200_000, "full": 1_000_000}),
-        EnvEntry(textgen.ENV_ID, textgen.BUDGETS, "text", textgen.ALGO_OVERRIDES, textgen.EVAL_POINTS),
-    )
-}
-
-
-@dataclass(frozen=True)
-class Preset:
+class BudgetPreset:
     """A named budget level: default envs, seeds, evaluation episodes and points."""
 
     name: str
@@ -63,10 +39,14 @@ class Preset:
 
 
 DEFAULT_ENVS = ("CartPole-v1", "Acrobot-v1", textgen.ENV_ID)
-PRESETS_BY_NAME: dict[str, Preset] = {
-    "smoke": Preset("smoke", DEFAULT_ENVS, 2, 2, 2, "tiny budgets, for tests and trying the CLI (not for conclusions)"),
-    "quick": Preset("quick", DEFAULT_ENVS, 5, 10, 10, "the default: budgets that decide the claims (times: README)"),
-    "full": Preset("full", tuple(BUILTIN_ENVS), 10, 20, 20, "longer budgets on every built-in env"),
+BUDGET_PRESETS: dict[str, BudgetPreset] = {
+    "smoke": BudgetPreset(
+        "smoke", DEFAULT_ENVS, 2, 2, 2, "tiny budgets, for tests and trying the CLI (not for conclusions)"
+    ),
+    "quick": BudgetPreset(
+        "quick", DEFAULT_ENVS, 5, 10, 10, "the default: budgets that decide the claims (times: README)"
+    ),
+    "full": BudgetPreset("full", tuple(BUILTIN_ENVS), 10, 20, 20, "longer budgets on every built-in env"),
 }
 
 DEFAULT_GROUP_SIZES = (2, 4, 8, 16)
@@ -88,40 +68,10 @@ them: two G values give C5 its per-G tests at half the cost of all four (G = 16 
 G = 2 the degenerate group); with none of them in the sweep, the control runs at every G of the sweep."""
 
 
-def get_preset(name: str) -> Preset:
-    if name not in PRESETS_BY_NAME:
-        raise MatrixError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS_BY_NAME)}")
-    return PRESETS_BY_NAME[name]
-
-
-def env_slug(env_id: str) -> str:
-    """A directory-safe name for an env id (`rlbench/TextGen-v0` → `rlbench__TextGen-v0`)."""
-    return env_id.replace("/", "__").replace(":", "--")
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One run: an algorithm configuration on one env with one seed and budget."""
-
-    algo: AlgoConfig
-    env_id: str
-    seed: int
-    steps: int
-    eval_episodes: int
-    eval_points: int
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def run_dir(self, out: Path) -> Path:
-        return out / env_slug(self.env_id) / self.algo.name / f"seed{self.seed}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The resolved config as plain data (what config.json records)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Cell:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in fields and k != "algo"}, algo=AlgoConfig(**data["algo"]))
+def get_budget_preset(name: str) -> BudgetPreset:
+    if name not in BUDGET_PRESETS:
+        raise MatrixError(f"unknown preset {name!r}; allowed: {', '.join(BUDGET_PRESETS)}")
+    return BUDGET_PRESETS[name]
 
 
 def parse_list(text: str, what: str) -> list[str]:
@@ -309,7 +259,7 @@ def build_cells(
     group_sizes: list[int],
     sets: list[tuple[str, Any]],
     kl_coefs: list[float] | None = None,
-) -> list[Cell]:
+) -> list[RunSpec]:
     """Expand the user's choices into validated cells; raises MatrixError naming the first bad value.
 
     Budget per env: `steps`, else the env request's own, else the preset's. Settings apply in order: the env's
@@ -319,7 +269,7 @@ def build_cells(
     settings say. A column whose settings differ from its preset's on that env is named by them
     (`ppo[clip=none]`), so two different configs never share a column name.
     """
-    preset = get_preset(preset_name)
+    preset = get_budget_preset(preset_name)
     check_size(len(seeds or []), "seeds")
     for what, values in (
         ("seed", seeds or []),
@@ -395,7 +345,9 @@ def build_cells(
             for seed in seeds:
                 points = entry.eval_points if entry and entry.eval_points else preset.eval_points
                 cells.append(
-                    Cell(resolved, env_request.id, seed, budget, preset.eval_episodes, points, dict(env_request.kwargs))
+                    RunSpec(
+                        resolved, env_request.id, seed, budget, preset.eval_episodes, points, dict(env_request.kwargs)
+                    )
                 )
     return cells
 
@@ -450,7 +402,7 @@ def _columns(request: ColumnRequest, group_sizes: list[int], kl_coefs: list[floa
     ]
 
 
-def dispatch_order(cells: list[Cell]) -> list[Cell]:
+def dispatch_order(cells: list[RunSpec]) -> list[RunSpec]:
     """The order runs start in: seed by seed, and within a seed column by column with every env in turn, so the
     first runs measure each env and algorithm family and the ETA's cost model has no env it must guess. Every
     run is independent of the others, so the order changes no result."""
@@ -467,7 +419,7 @@ def check_size(count: int, what: str) -> None:
         raise MatrixError(f"the matrix would have {count:,} {what}; at most {MAX_CELLS:,} are allowed")
 
 
-def check_batches(cells: list[Cell]) -> None:
+def check_batches(cells: list[RunSpec]) -> None:
     """MatrixError for a cell whose single update collects more env steps than its whole budget: n_envs × n_steps
     in `steps` mode, at least one step per episode (n_envs × group_size) in `episodes` mode."""
     for cell in cells:
@@ -480,9 +432,15 @@ def check_batches(cells: list[Cell]) -> None:
             )
 
 
+def resolve_spec(name: str, env_id: str, group_size: int = 8, seed: int = 0, steps: int = 1) -> RunSpec:
+    """The one run of preset `name` on env_id as the matrix resolves it (the env's overrides applied; group
+    presets at G), with the smoke preset's evaluations."""
+    return build_cells([name], [EnvRequest(env_id)], "smoke", [seed], steps, [group_size], [])[0]
+
+
 def algo_for(name: str, env_id: str, group_size: int = 8) -> AlgoConfig:
-    """Preset `name` as the matrix resolves it on env_id (the env's overrides applied; group presets at G)."""
-    return build_cells([name], [EnvRequest(env_id)], "smoke", [0], 1, [group_size], [])[0].algo
+    """Preset `name` as the matrix resolves it on env_id (resolve_spec's algorithm)."""
+    return resolve_spec(name, env_id, group_size).algo
 
 
 def _custom_budgets() -> dict[str, int]:

@@ -27,6 +27,7 @@ from rlbench.envs.classic_vector import VECTOR_ENTRY_POINTS as BATCHED_CLASSIC
 from rlbench.envs.classic_vector import BatchedClassicEnv
 from rlbench.policies import MLPPolicy, encode_obs
 from rlbench.rng import np_stream
+from rlbench.spec import Status
 
 
 class RunFault(Exception):
@@ -36,7 +37,7 @@ class RunFault(Exception):
     total so far); None when the fault is not tied to one env step.
     """
 
-    def __init__(self, status: str, message: str, env_step: int | None = None) -> None:
+    def __init__(self, status: Status, message: str, env_step: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.env_step = env_step
@@ -156,7 +157,7 @@ class _Recorder:
             if bad.any():
                 before = int(sum(v.sum() for v in self.valid))
                 env_step = before + int(valid[: int(np.flatnonzero(bad)[0]) + 1].sum())
-                raise RunFault("env_nan", f"non-finite {what} from the environment", env_step)
+                raise RunFault(Status.ENV_NAN, f"non-finite {what} from the environment", env_step)
         rew = np.where(valid, rew, 0.0)
         done = (np.asarray(term) | np.asarray(trunc)) & valid
         self.obs.append(obs)

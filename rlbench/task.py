@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlbench import registry
 from rlbench.algos.config import AlgoConfig
-from rlbench.envs import TASK_BUILDERS
 from rlbench.policies import MLPCritic, MLPPolicy
 from rlbench.rollout import GymCollector, Trajectories, make_vec_env, run_episodes
 
@@ -41,8 +41,8 @@ class Task:
 
 
 def make_task(env_id: str, env_kwargs: dict[str, Any], cfg: AlgoConfig, seed: int, eval_episodes: int) -> Task:
-    """The env's own builder from rlbench.envs.TASK_BUILDERS, else an MLP task for a Gymnasium env."""
-    target = TASK_BUILDERS.get(env_id)
+    """The env's own builder (rlbench.registry), else an MLP task for a Gymnasium env."""
+    target = registry.task_builder(env_id)
     builder = gym_task
     if target is not None:
         module, name = target.split(":")

@@ -28,6 +28,7 @@ from rlbench.metrics import (
 )
 from rlbench.rng import stream_seed, torch_stream
 from rlbench.rollout import RunFault, Trajectories
+from rlbench.spec import RunSpec, Status
 from rlbench.task import Task, make_task
 
 CLIP_REFERENCE = 0.2
@@ -160,7 +161,7 @@ class Trainer:
         norms = [nn.utils.clip_grad_norm_(p, self.cfg.max_grad_norm) for p in (self.policy_params, self.critic_params)]
         for name, norm in zip(("policy", "critic"), norms):
             if not torch.isfinite(norm):
-                raise RunFault("diverged", f"{name} gradient norm became {norm.item()}")
+                raise RunFault(Status.DIVERGED, f"{name} gradient norm became {norm.item()}")
         self.optimizer.step()
         return norms[0], norms[1]
 
@@ -256,7 +257,7 @@ class Trainer:
             row["train/value_loss_fit"], fit_peak, fit_flops = self.fit_critic(units)
             peak, flops = max(peak, fit_peak), flops + fit_flops
         if not (_all_finite(self.policy) and (self.critic is None or _all_finite(self.critic))):
-            raise RunFault("diverged", "parameters became non-finite")
+            raise RunFault(Status.DIVERGED, "parameters became non-finite")
         row["train/activation_bytes"] = float(peak)
         return row, flops
 
@@ -288,7 +289,7 @@ class Trainer:
                 terms["train/value_loss"] = losses.value_loss(critic.value(mb), mb["targets"], m)
                 loss = loss + cfg.vf_coef * terms["train/value_loss"]
         if not torch.isfinite(loss):
-            raise RunFault("diverged", f"loss became {loss.item()}")
+            raise RunFault(Status.DIVERGED, f"loss became {loss.item()}")
         grad_norm, critic_grad_norm = self.step(loss)
         terms["train/loss"], terms["train/grad_norm"] = loss, grad_norm
         if critic is not None:
@@ -353,32 +354,25 @@ def _unit_shape(units: dict[str, Tensor]) -> tuple:
     return (units["mask"].shape[0], *((k, tuple(v.shape[1:])) for k, v in sorted(units.items())))
 
 
-def train(
-    cfg: AlgoConfig,
-    env_id: str,
-    env_kwargs: dict,
-    seed: int,
-    total_steps: int,
-    eval_episodes: int,
-    eval_points: int = 10,
-) -> RunResult:
-    """Train one (algorithm, env, seed) cell on at most `total_steps` env steps; measure everything on the way.
+def train(spec: RunSpec) -> RunResult:
+    """Train one run (algorithm, env, seed) on at most `spec.steps` env steps; measure everything on the way.
 
     Each batch is collected with the budget left (rlbench.rollout: the last batch is cut at the budget), so
-    no run trains on more than `total_steps` steps. Training ends at the budget, or earlier when the steps
+    no run trains on more than its budget. Training ends at the budget, or earlier when the steps
     left give a batch with fewer units than the update splits into (minibatches, noise probe); that batch is
     discarded unused. Evaluation runs before training (checkpoint 0), after the first update that reaches
     k/eval_points of the budget (checkpoint k; an update crossing several evaluates once, for the last), and
     at the end of training as checkpoint eval_points if no update reached it, so every curve has points at
     the same env steps whatever the batch size and its last point is the trained policy.
     """
+    cfg, seed, total_steps, eval_points = spec.algo, spec.seed, spec.steps, spec.eval_points
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stream_seed(seed, "init"))
-        task = make_task(env_id, env_kwargs, cfg, seed, eval_episodes)
+        task = make_task(spec.env_id, spec.env_kwargs, cfg, seed, spec.eval_episodes)
     trainer = Trainer(cfg, task, seed)
     metrics, evals = [], []
     env_steps, update = 0, 0
-    status, reason = "ok", ""
+    status, reason = Status.OK, ""
     rollout_s = update_s = 0.0
     start = time.perf_counter()
     try:
@@ -422,7 +416,7 @@ def train(
         "updates": update,
         "env_steps": env_steps,
         "final_return": final.get("eval/return_mean", math.nan),
-        "final_return_std": final.get("eval/return_std", math.nan),
+        "final_return_episode_std": final.get("eval/return_std", math.nan),
         "wall_time_s": wall,
         "rollout_time_s": rollout_s,
         "update_time_s": update_s,
@@ -432,7 +426,6 @@ def train(
         **_compute_summary(metrics, trainer),
         "peak_rss_mb": peak_rss_mb(),
         "grad_cosine_mean": _mean(metrics, "train/grad_cosine"),
-        "grad_rel_var_mean": _mean(metrics, "train/grad_rel_var"),
         "grad_noise_scale": _ratio_of_sums(metrics, "train/grad_noise_trace", "train/grad_sq_norm"),
     }
     return RunResult(metrics=metrics, evals=evals, summary=summary)

@@ -4,14 +4,15 @@ import subprocess
 import sys
 
 import pytest
+from runargs import run_args
 from typer.testing import CliRunner
 
 from rlbench.cli import app
 
 runner = CliRunner()
 
-ONE_PG_RUN = ["run", "--preset", "smoke", "--algos", "pg", "--envs", "CartPole-v1", "--seeds", "1"]
-"""The smallest sweep: one pg run on CartPole (add --out and anything else)."""
+ONE_PG_RUN = run_args(algos="pg", envs="CartPole-v1", seeds=1)
+"""The smallest sweep: one pg run on CartPole, no report (add --out and anything else)."""
 
 
 @pytest.mark.parametrize(
@@ -94,11 +95,10 @@ def test_check_env_passes_a_good_env():
 def test_a_locked_sweep_directory_is_refused(tmp_path):
     from rlbench import store
 
-    handle = store.lock_sweep(tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-m", "rlbench.cli", *ONE_PG_RUN, "--out", str(tmp_path)], capture_output=True, text=True
-    )
-    handle.close()
+    with store.Sweep(tmp_path):
+        result = subprocess.run(
+            [sys.executable, "-m", "rlbench.cli", *ONE_PG_RUN, "--out", str(tmp_path)], capture_output=True, text=True
+        )
     assert result.returncode == 2
     assert "another rlbench run is writing" in result.stderr
     assert not (tmp_path / "CartPole-v1").exists()
@@ -141,7 +141,9 @@ def test_matrix_file_sets_envs_budgets_and_overrides_and_flags_win(tmp_path):
         '[[envs]]\nid = "FrozenLake-v1"\nkwargs = { is_slippery = false }\nsteps = 200\n'
     )
     out = tmp_path / "sweep"
-    result = runner.invoke(app, ["run", "--matrix", str(spec), "--out", str(out), "--set", "pg.lr=0.003"])
+    result = runner.invoke(
+        app, ["run", "--matrix", str(spec), "--out", str(out), "--set", "pg.lr=0.003", "--no-report"]
+    )
     assert result.exit_code == 0, result.output
     import json
 
@@ -200,24 +202,7 @@ def test_a_full_disk_is_a_clear_error_and_keeps_finished_runs(tmp_path, monkeypa
 
     monkeypatch.setattr(store, "write_json", full_after_first_run)
     out = tmp_path / "sweep"
-    args = [
-        "run",
-        "--preset",
-        "smoke",
-        "--algos",
-        "pg,critic",
-        "--envs",
-        "CartPole-v1",
-        "--seeds",
-        "1",
-        "--steps",
-        "300",
-        "--jobs",
-        "1",
-        "--out",
-        str(out),
-        "--no-report",
-    ]
+    args = run_args(out, algos="pg,critic", envs="CartPole-v1", seeds=1, steps=300, jobs=1)
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     message = " ".join(result.output.split())

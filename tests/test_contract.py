@@ -7,6 +7,7 @@ import torch
 
 from rlbench.algos import PRESETS
 from rlbench.matrix import BUILTIN_ENVS
+from rlbench.spec import RunSpec
 from rlbench.task import make_task
 from rlbench.train import Trainer, train
 
@@ -50,7 +51,7 @@ def test_every_algorithm_updates_on_every_env(name, env_id):
 
 
 def test_train_records_every_metric_family():
-    result = train(small("ppo"), "CartPole-v1", {}, seed=1, total_steps=600, eval_episodes=2)
+    result = train(RunSpec(small("ppo"), "CartPole-v1", 1, 600, eval_episodes=2, eval_points=10))
     row = result.metrics[-1]
     for key in (
         "env_steps",
@@ -84,7 +85,7 @@ def test_train_records_every_metric_family():
 
 def test_an_update_crossing_several_checkpoints_evaluates_once():
     # 4 envs × 16 steps = 64 per update against a checkpoint every 12 steps: each update crosses ~5 of them.
-    result = train(small("ppo"), "CartPole-v1", {}, seed=0, total_steps=600, eval_episodes=1, eval_points=50)
+    result = train(RunSpec(small("ppo"), "CartPole-v1", 0, 600, eval_episodes=1, eval_points=50))
     assert [row["update"] for row in result.evals] == list(range(len(result.evals)))
 
 

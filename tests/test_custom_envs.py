@@ -8,8 +8,14 @@ import sys
 import textwrap
 
 import pytest
+from runargs import run_args
+
+from rlbench.executor import check_contract_isolated
 
 ENVS = textwrap.dedent('''
+    import os
+    import threading
+
     import gymnasium as gym
     import numpy as np
 
@@ -72,7 +78,17 @@ ENVS = textwrap.dedent('''
             return self.obs(), float(action == 1), False, self.t >= 20, {}
 
 
-    for name in ("WrongDtype", "SeedIgnored", "NaNReward", "Pick", "Shifted"):
+    class CrashOnReset(Base):
+        def reset(self, *, seed=None, options=None):
+            os._exit(5)
+
+
+    class HangOnReset(Base):
+        def reset(self, *, seed=None, options=None):
+            threading.Event().wait()  # forever
+
+
+    for name in ("WrongDtype", "SeedIgnored", "NaNReward", "Pick", "Shifted", "CrashOnReset", "HangOnReset"):
         gym.register(f"brokenpkg/{name}-v0", entry_point=globals()[name], max_episode_steps=20)
 ''')
 
@@ -106,20 +122,19 @@ def test_check_env_names_each_problem(pythonpath, name, failing, words):
         assert word in result.stdout, (word, result.stdout)
 
 
+@pytest.mark.parametrize(
+    "name, words",
+    [("CrashOnReset", "crashed the checking process (exit code 5)"), ("HangOnReset", "did not finish the checks")],
+)
+def test_an_env_that_crashes_or_hangs_while_checked_fails_the_check(pythonpath, monkeypatch, name, words):
+    monkeypatch.syspath_prepend(pythonpath)  # the checking process gets this interpreter's sys.path
+    checks = check_contract_isolated(f"brokenpkg:brokenpkg/{name}-v0", {}, seeded_reset=True, timeout=5.0)
+    assert len(checks) == 1 and not checks[0].ok and words in checks[0].detail, checks
+
+
 def test_a_broken_env_is_refused_before_any_run(pythonpath, tmp_path):
     out = tmp_path / "sweep"
-    result = rlbench(
-        pythonpath,
-        "run",
-        "--envs",
-        "brokenpkg:brokenpkg/NaNReward-v0",
-        "--algos",
-        "ppo",
-        "--preset",
-        "smoke",
-        "--out",
-        str(out),
-    )
+    result = rlbench(pythonpath, *run_args(out, envs="brokenpkg:brokenpkg/NaNReward-v0", algos="ppo"))
     assert result.returncode == 2
     assert "environment contract failed" in result.stderr and "finite rewards" in result.stderr
     assert not out.exists()
@@ -129,22 +144,14 @@ def test_discrete_observations_and_multidiscrete_actions_run_end_to_end(pythonpa
     out = tmp_path / "sweep"
     result = rlbench(
         pythonpath,
-        "run",
-        "--envs",
-        "FrozenLake-v1,brokenpkg:brokenpkg/Pick-v0",
-        "--algos",
-        "pg,ppo,grpo",
-        "--group-sizes",
-        "2",
-        "--seeds",
-        "1",
-        "--steps",
-        "1500",
-        "--preset",
-        "smoke",
-        "--out",
-        str(out),
-        "--no-report",
+        *run_args(
+            out,
+            envs="FrozenLake-v1,brokenpkg:brokenpkg/Pick-v0",
+            algos="pg,ppo,grpo",
+            group_sizes=2,
+            seeds=1,
+            steps=1500,
+        ),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     summaries = [json.loads(p.read_text()) for p in out.glob("**/summary.json")]
@@ -156,23 +163,7 @@ def test_discrete_observations_and_multidiscrete_actions_run_end_to_end(pythonpa
 def test_env_module_registers_plain_ids_for_the_workers_too(pythonpath, tmp_path):
     out = tmp_path / "sweep"
     result = rlbench(
-        pythonpath,
-        "run",
-        "--env-module",
-        "brokenpkg",
-        "--envs",
-        "brokenpkg/Pick-v0",
-        "--algos",
-        "pg",
-        "--seeds",
-        "1",
-        "--steps",
-        "400",
-        "--preset",
-        "smoke",
-        "--out",
-        str(out),
-        "--no-report",
+        pythonpath, *run_args(out, env_module="brokenpkg", envs="brokenpkg/Pick-v0", algos="pg", seeds=1, steps=400)
     )
     assert result.returncode == 0, result.stdout + result.stderr
     config = json.loads((out / "brokenpkg--brokenpkg__Pick-v0/pg/seed0/config.json").read_text())
@@ -187,21 +178,7 @@ def test_an_env_module_that_cannot_be_imported_is_a_clear_error(pythonpath, tmp_
 def test_discrete_actions_with_a_start_offset_reach_the_env_shifted(pythonpath, tmp_path):
     out = tmp_path / "sweep"
     result = rlbench(
-        pythonpath,
-        "run",
-        "--envs",
-        "brokenpkg:brokenpkg/Shifted-v0",
-        "--algos",
-        "ppo",
-        "--seeds",
-        "1",
-        "--steps",
-        "2000",
-        "--preset",
-        "smoke",
-        "--out",
-        str(out),
-        "--no-report",
+        pythonpath, *run_args(out, envs="brokenpkg:brokenpkg/Shifted-v0", algos="ppo", seeds=1, steps=2000)
     )
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((out / "brokenpkg--brokenpkg__Shifted-v0/ppo/seed0/summary.json").read_text())

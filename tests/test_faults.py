@@ -25,11 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from runargs import run_args
 
-try:
-    from rlbench.contract import ROLLOUT_STEPS
-except ImportError:  # pragma: no cover - the contract check may move; the faults then just fire earlier
-    ROLLOUT_STEPS = 300
+from rlbench.contract import ROLLOUT_STEPS
 
 EPISODE = 20
 """max_episode_steps of the test envs (every episode is truncated there)."""
@@ -150,29 +148,9 @@ def rlbench_run(faulty_path: Path, out: Path, envs: list[str], *extra: str) -> s
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(faulty_path), env.get("PYTHONPATH")) if p)
     env["FAULTY_MARKERS"] = str(markers_dir(out))
-    args = [
-        sys.executable,
-        "-m",
-        "rlbench.cli",
-        "run",
-        "--envs",
-        ",".join(f"faultyenvs:{e}" for e in envs),
-        "--algos",
-        "ppo,grpo",
-        "--group-sizes",
-        "2",
-        "--seed-list",
-        "0",
-        "--steps",
-        str(STEPS),
-        "--preset",
-        "smoke",
-        "--jobs",
-        "4",
-        "--out",
-        str(out),
-        *extra,
-    ]
+    options = {"algos": "ppo,grpo", "group_sizes": 2, "seed_list": 0, "steps": STEPS, "jobs": 4}
+    envs_arg = ",".join(f"faultyenvs:{e}" for e in envs)
+    args = [sys.executable, "-m", "rlbench.cli", *run_args(out, envs=envs_arg, **options), *extra]
     return subprocess.run(args, cwd=out.parent, env=env, capture_output=True, text=True, timeout=SAFETY_S, check=False)
 
 
@@ -212,7 +190,9 @@ def names_step(reason: str) -> bool:
     return "step" in reason and (single or bracket)
 
 
-ENVS = ["Healthy-v0", "Raise-v0", "NaNReward-v0", "Exit-v0"]
+FAILURE_FIELDS = {"status", "reason", "traceback", "exit_code"}
+"""What failure.json holds whichever executor ran the run (None where a field does not apply)."""
+ENVS = ["Healthy-v0", "Raise-v0", "NaNReward-v0", "Exit-v0", "NaNObs-v0", "RaiseMarkup-v0"]
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +247,7 @@ def test_raising_env_fails_only_its_run_with_reason_and_traceback(sweep):
         d = run_dir(out, "Raise-v0", algo)
         assert not (d / "summary.json").exists()
         failure = read(d / "failure.json")
-        assert failure["status"] == "failed"
+        assert set(failure) == FAILURE_FIELDS and failure["status"] == "failed" and failure["exit_code"] is None
         assert failure["reason"] == f"RuntimeError: injected fault at episode step {FAULT_STEP}"
         assert "Traceback (most recent call last)" in failure["traceback"]
         assert f"RuntimeError: injected fault at episode step {FAULT_STEP}" in failure["traceback"]
@@ -310,8 +290,8 @@ def test_hanging_run_is_killed_at_the_time_limit_and_blocks_no_other_run(hang_sw
     assert seconds >= hang_limit  # and stayed there until the kill
 
 
-FAILED = [(env, algo) for env in ("Raise-v0", "Exit-v0") for algo in ALGOS]
-FINISHED = [(env, algo) for env in ("Healthy-v0", "NaNReward-v0") for algo in ALGOS]
+FAILED = [(env, algo) for env in ("Raise-v0", "Exit-v0", "RaiseMarkup-v0") for algo in ALGOS]
+FINISHED = [(env, algo) for env in ("Healthy-v0", "NaNReward-v0", "NaNObs-v0") for algo in ALGOS]
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["first", "rerun"])
@@ -341,14 +321,8 @@ def test_rerun_keeps_finished_runs_and_redoes_failed_ones(sweep):
     assert not list(out.glob("**/.*.tmp"))
 
 
-@pytest.fixture(scope="module")
-def more_faults_sweep(faulty_path, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bugs") / "sweep"
-    return out, rlbench_run(faulty_path, out, ["NaNObs-v0", "RaiseMarkup-v0"])
-
-
-def test_nan_observation_after_the_first_step_is_env_nan_with_its_step(more_faults_sweep):
-    out, _ = more_faults_sweep
+def test_nan_observation_after_the_first_step_is_env_nan_with_its_step(sweep):
+    out, *_ = sweep
     for algo in ALGOS:
         d = run_dir(out, "NaNObs-v0", algo)
         assert (d / "summary.json").is_file(), read(d / "failure.json")["reason"]
@@ -358,9 +332,9 @@ def test_nan_observation_after_the_first_step_is_env_nan_with_its_step(more_faul
         assert names_step(summary["reason"]), f"reason does not name the step: {summary['reason']!r}"
 
 
-def test_markup_like_exception_text_is_reported_verbatim(more_faults_sweep):
+def test_markup_like_exception_text_is_reported_verbatim(sweep):
     """Exception messages are data: brackets in them must neither vanish nor be interpreted as styles."""
-    out, result = more_faults_sweep
+    out, result, *_ = sweep
     reason = "KeyError: '[obs] missing after [/] in the info dict'"
     for algo in ALGOS:
         assert read(run_dir(out, "RaiseMarkup-v0", algo) / "failure.json")["reason"] == reason
@@ -399,10 +373,11 @@ def test_ray_executor_isolates_each_failure(ray_sweep):
     for algo in ALGOS:
         assert read(run_dir(out, "Healthy-v0", algo) / "summary.json")["status"] == "ok"
         raised = read(run_dir(out, "Raise-v0", algo) / "failure.json")
+        assert set(raised) == FAILURE_FIELDS, raised
         assert raised["reason"] == f"RuntimeError: injected fault at episode step {FAULT_STEP}", raised
         assert 'File "' in raised["traceback"] and "\x1b" not in raised["traceback"], raised
         died = read(run_dir(out, "Exit-v0", algo) / "failure.json")
-        assert "worker died" in died["reason"], died
+        assert "worker died" in died["reason"] and set(died) == FAILURE_FIELDS, died
     for env in ("Raise-v0", "Exit-v0"):
         assert f"faultyenvs--{env}" in flat(result.stderr)
 

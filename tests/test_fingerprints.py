@@ -16,7 +16,7 @@ import torch
 from rlbench import fingerprints
 from rlbench.algos import PRESETS, losses
 
-STORED = fingerprints.DEFAULT_DIR
+STORED = Path(__file__).parent / "regression"
 
 
 CASES = [(env_id, name) for env_id in fingerprints.ENVS for name in PRESETS]
@@ -173,7 +173,7 @@ def test_cli_says_which_comparison_it_made(fresh, monkeypatch):
     from rlbench.cli import app
 
     monkeypatch.setattr(fingerprints, "compute", lambda name, env_id: copy.deepcopy(fresh[env_id, name]))
-    result = CliRunner().invoke(app, ["fingerprints"])
+    result = CliRunner().invoke(app, ["fingerprints", "--dir", str(STORED)])
     assert result.exit_code == 0, result.output
     words = " ".join(result.output.split())  # Rich wraps long lines
     for env_id, name in CASES:

@@ -13,6 +13,7 @@ from rlbench.matrix import BUILTIN_ENVS, algo_for
 from rlbench.metrics import FlopMeter, SavedBytes
 from rlbench.policies import MLPPolicy
 from rlbench.rollout import make_vec_env, run_episodes
+from rlbench.spec import RunSpec
 from rlbench.task import make_task
 from rlbench.train import Trainer, train
 
@@ -75,7 +76,10 @@ def training_rows(result, drop: set[str] = frozenset()) -> list[dict]:
 
 
 def test_noise_splits_change_only_the_gradient_noise_columns():
-    runs = {k: train(small("ppo", noise_splits=k), "CartPole-v1", {}, 0, 600, eval_episodes=2) for k in (4, 8)}
+    runs = {
+        k: train(RunSpec(small("ppo", noise_splits=k), "CartPole-v1", 0, 600, eval_episodes=2, eval_points=10))
+        for k in (4, 8)
+    }
     assert training_rows(runs[4], NOISE_COLUMNS) == training_rows(runs[8], NOISE_COLUMNS)
     assert runs[4].evals == runs[8].evals
     assert training_rows(runs[4]) != training_rows(runs[8])  # the probe itself did change
@@ -84,9 +88,9 @@ def test_noise_splits_change_only_the_gradient_noise_columns():
 
 
 def test_evaluation_settings_leave_training_unchanged():
-    base = train(small("grpo"), "CartPole-v1", {}, 0, 600, eval_episodes=2, eval_points=2)
+    base = train(RunSpec(small("grpo"), "CartPole-v1", 0, 600, eval_episodes=2, eval_points=2))
     for episodes, points in ((5, 2), (2, 7)):
-        other = train(small("grpo"), "CartPole-v1", {}, 0, 600, eval_episodes=episodes, eval_points=points)
+        other = train(RunSpec(small("grpo"), "CartPole-v1", 0, 600, eval_episodes=episodes, eval_points=points))
         assert training_rows(other) == training_rows(base), (episodes, points)
 
 
@@ -115,7 +119,7 @@ def test_an_update_draws_from_the_minibatch_stream_only_for_its_minibatches():
 def test_no_run_trains_past_its_smoke_budget(name, env_id):
     budget = BUILTIN_ENVS[env_id].budgets["smoke"]
     cfg = algo_for(name, env_id, group_size=16)
-    result = train(cfg, env_id, {}, seed=0, total_steps=budget, eval_episodes=1, eval_points=3)
+    result = train(RunSpec(cfg, env_id, 0, budget, eval_episodes=1, eval_points=3))
     assert result.summary["status"] == "ok"
     assert result.metrics[-1]["env_steps"] == result.summary["env_steps"] <= budget
     assert result.evals[-1]["checkpoint"] == 3 and result.evals[-1]["env_steps"] == result.summary["env_steps"]
@@ -142,7 +146,7 @@ def test_a_cut_episode_ends_truncated_at_the_budget():
 
 def test_textgen_final_return_is_the_final_gold_reward():
     cfg = algo_for("ppo", ENV_ID).replace(n_envs=4)
-    result = train(cfg, ENV_ID, {}, seed=0, total_steps=300, eval_episodes=1, eval_points=2)
+    result = train(RunSpec(cfg, ENV_ID, 0, 300, eval_episodes=1, eval_points=2))
     final = result.evals[-1]
     assert result.summary["final_return"] == final["eval/gold_mean"] == final["eval/return_mean"]
     assert final["eval/proxy_mean"] != final["eval/gold_mean"]  # the proxy keeps its own column
@@ -155,7 +159,7 @@ def test_textgen_final_return_is_the_final_gold_reward():
 
 
 def test_total_flops_are_the_sum_of_every_updates_count():
-    result = train(small("critic"), "CartPole-v1", {}, 0, 800, eval_episodes=1, eval_points=1)
+    result = train(RunSpec(small("critic"), "CartPole-v1", 0, 800, eval_episodes=1, eval_points=1))
     per_update = [row["train/flops"] for row in result.metrics]
     assert len(set(per_update)) > 1  # episodic batches differ in size, so their counts differ
     assert result.summary["flops_total"] == sum(per_update)
@@ -202,7 +206,7 @@ def test_saved_bytes_of_a_linear_layer_are_its_input():
 
 def test_update_memory_is_parameters_reference_optimizer_state_and_activations():
     for name, has_reference in (("critic", False), ("grpo", True)):
-        s = train(small(name), "CartPole-v1", {}, 0, 400, eval_episodes=1, eval_points=1).summary
+        s = train(RunSpec(small(name), "CartPole-v1", 0, 400, eval_episodes=1, eval_points=1)).summary
         params = s["params_policy"] + s["params_critic"]
         assert s["param_bytes"] == 4 * params
         assert s["reference_bytes"] == (4 * s["params_policy"] if has_reference else 0)

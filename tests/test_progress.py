@@ -143,10 +143,11 @@ def test_a_run_without_a_final_return_is_nan_not_a_crash(tmp_path) -> None:
     """An env_nan run's summary.json holds null (the store's NaN) as its final return."""
     from rlbench import store
     from rlbench.display import run_end
-    from rlbench.executor import Outcome
+    from rlbench.spec import Status
+    from rlbench.store import Outcome
 
     store.write_json(tmp_path / store.SUMMARY, {"final_return": math.nan, "wall_time_s": 1.5, "status": "env_nan"})
-    end = run_end(Outcome(cell=None, run_dir=tmp_path, status="env_nan"))
+    end = run_end(Outcome(spec=None, run_dir=tmp_path, status=Status.ENV_NAN))
     assert end.status == "env_nan" and math.isnan(end.final_return) and end.train_seconds == 1.5
 
 

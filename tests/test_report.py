@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from runargs import run_args
 
 from rlbench.reports import claims as C
 from rlbench.reports import tables as T
 from rlbench.reports.render import SECTIONS, ReportError, render_report
+from rlbench.spec import RunSpec
 
 ALGOS = ("pg", "critic", "ppo", "ppo_kl", "grpo-g2", "grpo-g4")
 TABLES = (
@@ -56,23 +58,15 @@ def smoke(tmp_path_factory) -> Path:
             sys.executable,
             "-m",
             "rlbench.cli",
-            "run",
-            "--preset",
-            "smoke",
-            "--seeds",
-            "2",
-            "--envs",
-            "CartPole-v1",
-            "--algos",
-            "pg,critic,ppo,ppo_kl,grpo",
-            "--group-sizes",
-            "2,4",
-            "--steps",
-            "1500",
-            "--out",
-            str(out),
-            "--jobs",
-            "2",
+            *run_args(
+                out,
+                seeds=2,
+                envs="CartPole-v1",
+                algos="pg,critic,ppo,ppo_kl,grpo",
+                group_sizes="2,4",
+                steps=1500,
+                jobs=2,
+            ),
         ],
         check=True,
         capture_output=True,
@@ -121,17 +115,19 @@ def test_tables_are_byte_identical_on_rerender(smoke: Path, rendered: Path) -> N
 def test_missing_or_empty_directory_is_a_report_error(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="no such directory"):
         render_report(tmp_path / "nope")
-    with pytest.raises(ReportError, match="no runs"):
+    with pytest.raises(ReportError, match="no runs .* no sweep.json"):
         render_report(tmp_path)
     assert issubclass(ReportError, ValueError)
 
 
 def _fake_textgen(run_dir: Path, dest: Path, hack: float) -> None:
-    """Copy a CartPole run as a TextGen run with synthetic proxy/gold metrics (`hack` = how fast gold falls)."""
+    """Copy a CartPole run as a TextGen run with synthetic proxy/gold metrics (`hack` = how fast gold falls), and
+    add it to the plan of dest's sweep."""
     shutil.copytree(run_dir, dest)
     cfg = json.loads((dest / "config.json").read_text())
     cfg["env_id"] = "rlbench/TextGen-v0"
     (dest / "config.json").write_text(json.dumps(cfg))
+    _plan(dest.parents[2], cfg)
     m = pd.read_parquet(dest / "metrics.parquet")
     kl = np.linspace(0.0, 4.0 * hack, len(m))
     d = np.sqrt(kl)
@@ -150,14 +146,24 @@ def _fake_textgen(run_dir: Path, dest: Path, hack: float) -> None:
     e.to_parquet(dest / "evals.parquet", index=False)
 
 
+def _plan(out: Path, config: dict) -> None:
+    """Add the run `config` describes to the plan (sweep.json) of the sweep in `out`."""
+    plan = json.loads((out / "sweep.json").read_text())
+    plan["cells"].append(RunSpec.from_dict(config).to_dict())
+    (out / "sweep.json").write_text(json.dumps(plan))
+
+
 def test_partial_sweep_marks_missing_and_failed_runs(smoke: Path, tmp_path: Path) -> None:
     out = tmp_path / "partial"
     shutil.copytree(smoke, out, ignore=shutil.ignore_patterns("report"))
-    # One run never finished, one failed with a reason, one algorithm absent from an env entirely.
+    # One run never finished, one failed with a reason, one never started, one algorithm absent from an env
+    # entirely; one run directory is not in the plan.
     (out / "CartPole-v1" / "ppo" / "seed1" / "summary.json").unlink()
     failed = out / "CartPole-v1" / "critic" / "seed0"
     (failed / "summary.json").unlink()
     (failed / "failure.json").write_text(json.dumps({"status": "failed", "reason": "worker died <OOM & co>"}))
+    shutil.rmtree(out / "CartPole-v1" / "pg" / "seed1")
+    shutil.copytree(out / "CartPole-v1" / "pg" / "seed0", out / "CartPole-v1" / "pg" / "seed9")
     for algo, seed, hack in (("ppo", 0, 1.0), ("ppo_kl", 0, 0.1), ("ppo_kl", 1, 0.12)):
         _fake_textgen(
             smoke / "CartPole-v1" / algo / f"seed{seed}", out / "rlbench__TextGen-v0" / algo / f"seed{seed}", hack
@@ -166,13 +172,22 @@ def test_partial_sweep_marks_missing_and_failed_runs(smoke: Path, tmp_path: Path
     final = pd.read_csv(report / "tables" / "final_returns.csv")
     cell = final.set_index(["env", "algo"])
     assert cell.loc[("CartPole-v1", "ppo"), "cell"] == "partial"
+    assert cell.loc[("CartPole-v1", "pg"), "n"] == 1, "a run outside the plan is left out"
     assert cell.loc[("rlbench/TextGen-v0", "pg"), "cell"] == "missing"
     failed_runs = pd.read_csv(report / "tables" / "failed_runs.csv")
-    assert "worker died <OOM & co>" in set(failed_runs.reason)
-    assert "unfinished" in set(failed_runs.status)
+    assert list(failed_runs.reason) == ["worker died <OOM & co>"]
+    missing = pd.read_csv(report / "tables" / "missing_cells.csv").set_index(["env", "algo", "seed"])
+    assert missing.status.to_dict() == {
+        ("CartPole-v1", "pg", 1): "missing",
+        ("CartPole-v1", "critic", 0): "failed",
+        ("CartPole-v1", "ppo", 1): "unfinished",
+    }
+    assert missing.loc[("CartPole-v1", "pg", 1), "reason"].startswith("never started")
+    assert missing.loc[("CartPole-v1", "ppo", 1), "reason"].startswith("started but never finished")
     html_text = (report / "report.html").read_text()
     assert "worker died &lt;OOM &amp; co&gt;" in html_text and "<OOM" not in html_text
-    assert "missing" in (report / "report.md").read_text()
+    md = (report / "report.md").read_text()
+    assert "Left out, not in the plan: 1 run(s) (CartPole-v1/pg/seed9)." in md
     hack = pd.read_csv(report / "tables" / "reward_hacking.csv")
     assert set(hack.algo) == {"ppo", "ppo_kl"}
     assert hack.fit_alpha.to_numpy() == pytest.approx([0.3, 0.3], abs=1e-6)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from runargs import run_args
 
 from rlbench.display import claim_verdicts
 
@@ -20,7 +21,7 @@ ENVS = ("CartPole-v1", "rlbench/TextGen-v0")
 ALGOS = ("pg", "ppo", "ppo[clip=none]")
 RUNS = len(ENVS) * len(ALGOS) * 2
 SEEDS = (0, 1)
-SWEEP = ["--preset", "smoke", "--algos", ",".join(ALGOS), "--envs", ",".join(ENVS), "--seeds", str(len(SEEDS))]
+SWEEP = {"algos": ",".join(ALGOS), "envs": ",".join(ENVS), "seeds": len(SEEDS), "jobs": 2}
 
 
 def rlbench(*args: str) -> str:
@@ -36,14 +37,14 @@ def rlbench(*args: str) -> str:
 def sweep(tmp_path_factory) -> tuple[Path, str]:
     """A fresh smoke sweep without a report: (directory, stdout)."""
     out = tmp_path_factory.mktemp("ux") / "sweep"
-    return out, rlbench("run", *SWEEP, "--jobs", "2", "--out", str(out), "--no-report")
+    return out, rlbench(*run_args(out, **SWEEP))
 
 
 @pytest.fixture(scope="module")
 def reported(sweep) -> tuple[str, Path]:
     """The same command again (every run skipped) with the report: (stdout, a copy of the rendered report)."""
     out, _ = sweep
-    stdout = rlbench("run", *SWEEP, "--jobs", "2", "--out", str(out))
+    stdout = rlbench(*run_args(out, report=True, **SWEEP))
     first = out.parent / "first-render"
     shutil.copytree(out / "report", first)
     return stdout, first

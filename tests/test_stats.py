@@ -259,8 +259,12 @@ def test_interval_matches_rliable() -> None:
     from rliable import metrics
 
     x = _scores(2) + 5.0
-    np.random.seed(0)  # rliable's StratifiedBootstrap draws from the global numpy RNG
-    _, ci = rly.get_interval_estimates({"a": x}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=10000)
+    state = np.random.get_state()  # rliable's StratifiedBootstrap draws from the global numpy RNG: seed it here
+    try:  # and leave it as it was for every other test
+        np.random.seed(0)
+        _, ci = rly.get_interval_estimates({"a": x}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=10000)
+    finally:
+        np.random.set_state(state)
     ref_low, ref_high = ci["a"].ravel()
     _, low, high = S.stratified_bootstrap_ci(x, S.iqm, reps=10000, seed=0)
     width = ref_high - ref_low

@@ -1,5 +1,9 @@
-"""Sweeps: identical metrics whatever --jobs is and after an interrupted sweep is resumed."""
+"""Sweeps: identical metrics whatever --jobs and the executor are, after Ctrl-C, after the driver is killed, and
+after a Ray cluster loses a node; the report of a stopped sweep lists its unfinished planned runs as missing.
 
+One uninterrupted sweep at --jobs 1 (with its report) is the reference every other sweep here is compared with."""
+
+import json
 import signal
 import subprocess
 import sys
@@ -8,53 +12,66 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from runargs import run_args
+from typer.testing import CliRunner
 
-MATRIX = [
-    "--algos",
-    "pg,critic,ppo,ppo_kl,grpo",
-    "--group-sizes",
-    "4",
-    "--envs",
-    "CartPole-v1,Pendulum-v1",
-    "--seed-list",
-    "3",
-    "--steps",
-    "2000",
-    "--preset",
-    "smoke",
-]
+from rlbench.cli import app
+
+MATRIX = {
+    "algos": "pg,critic,ppo,ppo_kl,grpo",
+    "group_sizes": 4,
+    "envs": "CartPole-v1,Pendulum-v1",
+    "seed_list": 3,
+    "steps": 2000,
+}
+RUNS = 2 * 5
+"""Runs of MATRIX: 2 envs × 5 algorithm columns × 1 seed."""
+SAFETY_S = 1800
+"""A stuck sweep fails its test after this instead of hanging CI (not a speed requirement)."""
+CLOCK_WORDS = ("time", "_per_s", "rss", "fps")
+"""Report columns holding wall-clock times, speeds or memory, which differ between two runs of the same sweep."""
 
 
-def rlbench(*args: str, **kwargs) -> subprocess.Popen:
-    """`rlbench run` of MATRIX, with Ctrl-C's default meaning even when the suite itself was started in the
+def rlbench(out: Path, report: bool = False, **options) -> subprocess.Popen:
+    """`rlbench run` of MATRIX into `out`, with Ctrl-C's default meaning even when the suite itself was started in the
     background (a non-interactive shell starts background jobs with SIGINT ignored, and children inherit that)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "rlbench.cli", "run", *MATRIX, *args],
+        [sys.executable, "-m", "rlbench.cli", *run_args(out, report=report, **MATRIX, **options)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        **kwargs,
     )
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
+    output, _ = proc.communicate(timeout=SAFETY_S)
+    return proc.returncode, output
+
+
+def wait_for_finished_runs(out: Path, count: int, proc: subprocess.Popen) -> None:
+    """Return once `out` holds at least `count` finished runs (the sweep must still be going)."""
+    while len(list(out.glob("**/summary.json"))) < count:
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
 
 
 def numeric_results(out: Path) -> dict[str, pd.DataFrame]:
     """Every run's metrics and evals without wall-clock columns, keyed by run path."""
     frames = {}
-    for path in sorted(out.glob("**/*.parquet")):
+    for path in sorted(out.glob("*/*/seed*/*.parquet")):
         df = pd.read_parquet(path)
         frames[str(path.relative_to(out))] = df[[c for c in df.columns if not c.startswith("time/")]]
     return frames
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict[str, pd.DataFrame]:
-    out = tmp_path_factory.mktemp("jobs1")
-    proc = rlbench("--jobs", "1", "--out", str(out))
-    assert proc.wait() == 0, proc.stdout.read()
-    frames = numeric_results(out)
-    assert len(frames) == 2 * 2 * 5  # metrics + evals for 2 envs × 5 algorithms
-    return frames
+def report_tables(out: Path) -> dict[str, pd.DataFrame]:
+    """The report's tables without clock-dependent columns."""
+    tables = {}
+    for path in sorted((out / "report" / "tables").glob("*.csv")):
+        df = pd.read_csv(path)
+        tables[path.name] = df[[c for c in df.columns if not any(w in c for w in CLOCK_WORDS)]]
+    return tables
 
 
 def assert_same(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> None:
@@ -63,32 +80,79 @@ def assert_same(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> None:
         pd.testing.assert_frame_equal(a[key], b[key], check_exact=True, obj=key)
 
 
-def test_jobs_do_not_change_results(tmp_path, reference):
-    proc = rlbench("--jobs", "2", "--out", str(tmp_path))
-    assert proc.wait() == 0, proc.stdout.read()
-    assert_same(reference, numeric_results(tmp_path))
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The uninterrupted sweep at --jobs 1, with its report."""
+    out = tmp_path_factory.mktemp("reference")
+    code, output = finish(rlbench(out, report=True, jobs=1))
+    assert code == 0, output
+    assert len(numeric_results(out)) == 2 * RUNS  # metrics + evals of every run
+    return out
 
 
-def test_interrupted_sweep_resumes_to_the_same_results(tmp_path, reference):
-    proc = rlbench("--jobs", "1", "--out", str(tmp_path))
-    while not list(tmp_path.glob("**/summary.json")):  # interrupt right after the first run finishes
-        assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.05)
+def test_stopped_sweeps_resume_to_the_same_results_and_report(tmp_path, reference):
+    """Ctrl-C after the first finished run, then a resume at --jobs 2 whose driver is SIGKILLed: the report lists
+    every planned run without a finished one as missing; the same command then resumes at --jobs 2 and gives the
+    reference's metrics and report (so --jobs does not change results either)."""
+    proc = rlbench(tmp_path, jobs=1)
+    wait_for_finished_runs(tmp_path, 1, proc)
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=600)  # a safety net against a stuck sweep, not a speed requirement
+    proc.wait(timeout=SAFETY_S)
     finished = {p: p.stat().st_mtime_ns for p in tmp_path.glob("**/summary.json")}
-    assert 1 <= len(finished) < 10, "the interrupt should land mid-sweep"
+    assert 1 <= len(finished) < RUNS, "the interrupt should land mid-sweep"
     assert not list(tmp_path.glob("**/.*.tmp")), "no half-written file may remain"
 
-    proc = rlbench("--jobs", "2", "--out", str(tmp_path))
-    output, _ = proc.communicate(timeout=1800)
-    assert proc.returncode == 0, output
+    proc = rlbench(tmp_path, jobs=2)
+    wait_for_finished_runs(tmp_path, len(finished) + 1, proc)
+    proc.kill()
+    proc.wait(timeout=SAFETY_S)
+    done = {p.parent.relative_to(tmp_path) for p in tmp_path.glob("**/summary.json")}
+    assert len(done) < RUNS, "the kill should land mid-sweep"
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    missing = pd.read_csv(tmp_path / "report" / "tables" / "missing_cells.csv")
+    planned = json.loads((tmp_path / "sweep.json").read_text())["cells"]
+    unfinished = {(c["env_id"], c["algo"]["name"], f"seed{c['seed']}") for c in planned} - {p.parts for p in done}
+    assert {(r.env, r.algo, f"seed{r.seed}") for r in missing.itertuples()} == unfinished  # (env ids are slugs here)
+    assert set(missing.status) <= {"unfinished", "missing"} and "missing" in set(missing.status)
+    assert missing.reason.str.len().gt(0).all()
+
+    code, output = finish(rlbench(tmp_path, report=True, jobs=2))
+    assert code == 0, output
     assert {p: p.stat().st_mtime_ns for p in finished} == finished, "finished runs must not be redone"
-    assert_same(reference, numeric_results(tmp_path))
+    assert_same(numeric_results(reference), numeric_results(tmp_path))
+    assert pd.read_csv(tmp_path / "report" / "tables" / "missing_cells.csv").empty
+    assert_same(report_tables(reference), report_tables(tmp_path))
 
 
-def test_ray_executor_gives_the_same_results(tmp_path, reference):
-    pytest.importorskip("ray")
-    proc = rlbench("--executor", "ray", "--out", str(tmp_path))
-    assert proc.wait() == 0, proc.stdout.read()
-    assert_same(reference, numeric_results(tmp_path))
+def test_ray_cluster_losing_a_node_fails_its_runs_and_a_resume_completes(tmp_path, reference):
+    """A two-node Ray cluster on this machine (head + one worker node, one CPU each): the driver joins it with
+    --ray-address and writes every file itself, so nothing assumes the nodes share a filesystem. The worker node
+    is removed mid-sweep; the runs it held fail with the reason, the others finish, and the same command on the
+    cluster that is left completes the sweep with the reference's metrics."""
+    cluster_utils = pytest.importorskip("ray.cluster_utils", reason="the Ray executor needs Ray (rlbench[ray])")
+    fast_failure_detection = {"health_check_period_ms": 500, "health_check_failure_threshold": 4}
+    cluster = cluster_utils.Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "include_dashboard": False, "_system_config": fast_failure_detection},
+    )
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        ray_options = {"executor": "ray", "ray_address": cluster.address}
+        proc = rlbench(tmp_path, **ray_options)
+        wait_for_finished_runs(tmp_path, 1, proc)
+        cluster.remove_node(worker, allow_graceful=False)
+        code, output = finish(proc)
+        assert code == 1, output
+        failures = [json.loads(p.read_text()) for p in tmp_path.glob("**/failure.json")]
+        assert failures, "the removed node held runs"
+        for failure in failures:
+            assert failure["status"] == "failed" and "died" in failure["reason"], failure
+            assert set(failure) == {"status", "reason", "traceback", "exit_code"}
+        assert len(list(tmp_path.glob("**/summary.json"))) + len(failures) == RUNS, output
+
+        code, output = finish(rlbench(tmp_path, **ray_options))
+        assert code == 0, output
+        assert_same(numeric_results(reference), numeric_results(tmp_path))
+    finally:
+        cluster.shutdown()

@@ -27,6 +27,7 @@ from rlbench.envs.textgen import (
 from rlbench.envs.textgen_lm import SFTModel, load_or_train_sft, train_sft
 from rlbench.envs.textgen_task import TextGenCollector, make_textgen_task
 from rlbench.matrix import algo_for
+from rlbench.spec import RunSpec
 from rlbench.train import train
 
 
@@ -233,7 +234,7 @@ def test_ppo_without_kl_finds_the_loophole_on_a_tiny_budget() -> None:
     on the means sit ≥ 5 standard errors of a 5-seed mean away from the measured means."""
     proxy, gold, kl = [], [], []
     for seed in LOOPHOLE_SEEDS:
-        result = train(small("ppo", n_envs=8), ENV_ID, {}, seed, total_steps=10_000, eval_episodes=1, eval_points=1)
+        result = train(RunSpec(small("ppo", n_envs=8), ENV_ID, seed, 10_000, eval_episodes=1, eval_points=1))
         final = result.evals[-1]
         proxy.append(final["eval/proxy_mean"] - final["eval/ref_proxy_mean"])
         gold.append(final["eval/gold_mean"] - final["eval/ref_gold_mean"])
@@ -248,7 +249,7 @@ def test_ppo_without_kl_finds_the_loophole_on_a_tiny_budget() -> None:
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_algorithm_runs_on_textgen(name: str) -> None:
-    result = train(small(name), ENV_ID, {}, seed=0, total_steps=250, eval_episodes=1, eval_points=4)
+    result = train(RunSpec(small(name), ENV_ID, 0, 250, eval_episodes=1, eval_points=4))
     assert result.summary["status"] == "ok" and result.summary["updates"] >= 2
     assert result.summary["params_policy"] > 0 and result.summary["flops_per_update"] > 0
     keys = ["proxy_reward", "gold_reward", "gap", "kl_ref_token", "kl_ref_seq", "sqrt_kl", "completion_len"]
@@ -267,7 +268,7 @@ def test_every_algorithm_runs_on_textgen(name: str) -> None:
 
 
 def test_runs_are_deterministic() -> None:
-    a, b = (train(small("ppo"), ENV_ID, {}, seed=3, total_steps=300, eval_episodes=1) for _ in range(2))
+    a, b = (train(RunSpec(small("ppo"), ENV_ID, 3, 300, eval_episodes=1, eval_points=10)) for _ in range(2))
     strip = [[{k: v for k, v in row.items() if not k.startswith("time/")} for row in r.metrics] for r in (a, b)]
     assert strip[0] == strip[1] and a.evals == b.evals
 

@@ -1,0 +1,73 @@
+"""What one run is (RunSpec) and how it can end (Status): the bottom of the import graph, plain data only."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from rlbench.algos.config import AlgoConfig
+
+
+class Status(str, Enum):
+    """How a planned run stands. OK, DIVERGED and ENV_NAN finished training (summary.json); FAILED crashed,
+    hung or lost its worker (failure.json); UNFINISHED started and never ended (config.json only); MISSING
+    never started; SKIPPED finished in an earlier sweep (reported while resuming)."""
+
+    OK = "ok"
+    DIVERGED = "diverged"
+    ENV_NAN = "env_nan"
+    FAILED = "failed"
+    UNFINISHED = "unfinished"
+    MISSING = "missing"
+    SKIPPED = "skipped"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __hash__(self) -> int:  # as its value's, so a status and its string are one key in sets, dicts, pandas
+        return hash(self.value)
+
+
+DONE = (Status.OK, Status.DIVERGED, Status.ENV_NAN)
+"""Statuses of runs that finished training: their metrics, evaluations and final return exist."""
+
+
+def env_slug(env_id: str) -> str:
+    """A directory-safe name for an env id (`rlbench/TextGen-v0` → `rlbench__TextGen-v0`)."""
+    return env_id.replace("/", "__").replace(":", "--")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: an algorithm configuration on one env with one seed and budget (a cell of the matrix)."""
+
+    algo: AlgoConfig
+    env_id: str
+    seed: int
+    steps: int
+    """Env-step budget."""
+    eval_episodes: int
+    eval_points: int
+    """Evaluations, evenly spaced in env steps (plus one before training)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """(env id, matrix column, seed): unique within a sweep."""
+        return (self.env_id, self.algo.name, self.seed)
+
+    def run_dir(self, out: Path) -> Path:
+        return Path(out) / env_slug(self.env_id) / self.algo.name / f"seed{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved spec as plain data (what config.json and sweep.json record)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        """The spec a to_dict() (or a config.json holding one plus provenance) describes."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields and k != "algo"}, algo=AlgoConfig(**data["algo"]))
