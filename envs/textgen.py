@@ -242,6 +242,10 @@ class TextGenEnv(gym.Env):
         self.observation_space = gym.spaces.MultiDiscrete(np.full(width, VOCAB))
         self.prompt: list[int] = []
         self.answer: list[int] = []
+        if self.cfg.reward == "learned":  # at construction, so its one-time training is not a step's cost
+            from rlbench.envs.textgen_rm import load_or_train_reward_model
+
+            self._reward_model = load_or_train_reward_model(self.cfg)
 
     def _obs(self) -> np.ndarray:
         obs = np.full(self.observation_space.shape, PAD, dtype=np.int64)
@@ -274,13 +278,9 @@ class TextGenEnv(gym.Env):
         return self._obs(), float(reward), True, False, {"proxy": proxy, "gold": gold}
 
     def _learned_score(self) -> float:
-        """The learned reward model's score of the answer written (imports torch on first use)."""
+        """The learned reward model's score of the answer written."""
         import torch
 
-        from rlbench.envs.textgen_rm import load_or_train_reward_model
-
-        if not hasattr(self, "_reward_model"):
-            self._reward_model = load_or_train_reward_model(self.cfg)
         tokens = [*self.answer, EOS][: self.max_new_tokens]
         padded = torch.tensor([tokens + [EOS] * (self.max_new_tokens - len(tokens))])
         with torch.no_grad():

@@ -116,10 +116,20 @@ def _rollout(env: gym.Env, max_episode: int) -> list[Check]:
 
 def check_contract(env_id: str, env_kwargs: dict[str, Any] | None = None, seeded_reset: bool = True) -> list[Check]:
     """Every check rlbench needs before training on env_id; `seeded_reset` is required by GRPO groups."""
+    env = make_for_check(env_id, env_kwargs)
+    return env if isinstance(env, list) else check_made(env, env_id, seeded_reset)
+
+
+def make_for_check(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env | list[Check]:
+    """The env to check, or the failed `make` check."""
     try:
-        env = gym.make(env_id, disable_env_checker=True, **(env_kwargs or {}))
+        return gym.make(env_id, disable_env_checker=True, **(env_kwargs or {}))
     except Exception as err:
         return [Check("make", False, f"gym.make({env_id!r}) failed: {type(err).__name__}: {err}")]
+
+
+def check_made(env: gym.Env, env_id: str, seeded_reset: bool = True) -> list[Check]:
+    """check_contract's checks on an env already constructed (closed afterwards)."""
     limit = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else MAX_EPISODE
     checks = [_gymnasium_checker(env)]
     if is_composite(env.observation_space) and registry.task_builder(env_id) is None:
