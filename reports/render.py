@@ -118,14 +118,14 @@ def _display_final(t: pd.DataFrame) -> pd.DataFrame:
             "algo": t.algo,
             "n / runs": [f"{n} / {m}" for n, m in zip(t.n, t.n_runs)],
             "final return IQM [95% CI]": [
-                ci(*r) if n else "missing"
+                ci(*r) if n else T.CELL_EMPTY
                 for n, *r in zip(t.n, t.final_return_iqm, t.final_return_iqm_low, t.final_return_iqm_high)
             ],
             "AUC IQM [95% CI]": [
-                ci(*r) if n else "missing" for n, *r in zip(t.n, t.auc_iqm, t.auc_iqm_low, t.auc_iqm_high)
+                ci(*r) if n else T.CELL_EMPTY for n, *r in zip(t.n, t.auc_iqm, t.auc_iqm_low, t.auc_iqm_high)
             ],
             "mean ± std": [
-                f"{fmt(m)} ± {fmt(s)}" if n else "missing"
+                f"{fmt(m)} ± {fmt(s)}" if n else T.CELL_EMPTY
                 for n, m, s in zip(t.n, t.final_return_mean, t.final_return_std)
             ],
         }
@@ -136,10 +136,10 @@ def _display_cells(t: pd.DataFrame, cols: dict[str, str], rates: dict[str, str] 
     out = pd.DataFrame({"env": t.env, "algo": t.algo, "n": t.n})
     for col, label in cols.items():
         out[label] = [
-            ci(p, lo, hi) if n else "missing" for n, p, lo, hi in zip(t.n, t[col], t[f"{col}_low"], t[f"{col}_high"])
+            ci(p, lo, hi) if n else T.CELL_EMPTY for n, p, lo, hi in zip(t.n, t[col], t[f"{col}_low"], t[f"{col}_high"])
         ]
     for col, label in (rates or {}).items():
-        out[label] = [fmt(v) if n else "missing" for n, v in zip(t.n, t[col])]
+        out[label] = [fmt(v) if n else T.CELL_EMPTY for n, v in zip(t.n, t[col])]
     return out
 
 
@@ -151,15 +151,15 @@ def _display_compute(t: pd.DataFrame) -> pd.DataFrame:
             "n": t.n,
             "env steps/s": t.env_steps_per_s.map(fmt),
             "wall time (s)": [
-                f"{fmt(m)} ± {fmt(s)}" if n else "missing" for n, m, s in zip(t.n, t.wall_time_s, t.wall_time_s_std)
+                f"{fmt(m)} ± {fmt(s)}" if n else T.CELL_EMPTY for n, m, s in zip(t.n, t.wall_time_s, t.wall_time_s_std)
             ],
             "rollout / update (s)": [
-                f"{fmt(r)} / {fmt(u)}" if n else "missing" for n, r, u in zip(t.n, t.rollout_time_s, t.update_time_s)
+                f"{fmt(r)} / {fmt(u)}" if n else T.CELL_EMPTY for n, r, u in zip(t.n, t.rollout_time_s, t.update_time_s)
             ],
             "FLOPs / env step": t.flops_per_env_step.map(fmt),
             "FLOPs / update": t.flops_per_update.map(fmt),
             "params (policy + critic)": [
-                f"{fmt(p)} + {fmt(c)}" if n else "missing" for n, p, c in zip(t.n, t.params_policy, t.params_critic)
+                f"{fmt(p)} + {fmt(c)}" if n else T.CELL_EMPTY for n, p, c in zip(t.n, t.params_policy, t.params_critic)
             ],
             "peak memory (MB)": t.peak_rss_mb.map(fmt),
         }
@@ -213,7 +213,7 @@ def _html_table(df: pd.DataFrame) -> str:
         cells = []
         for v in row:
             s = str(v)
-            cls = f' class="{s}"' if s in (C.SUPPORTED, C.CONTRADICTED, C.INCONCLUSIVE, "missing") else ""
+            cls = f' class="{s}"' if s in (C.SUPPORTED, C.CONTRADICTED, C.INCONCLUSIVE, T.CELL_EMPTY) else ""
             cells.append(f"<td{cls}>{html.escape(s)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -226,7 +226,7 @@ h1{border-bottom:2px solid #333}h2{border-bottom:1px solid #aaa;margin-top:2em}
 table{border-collapse:collapse;margin:.8em 0;font-size:.88em}th,td{border:1px solid #ccc;padding:3px 7px;
 text-align:left}th{background:#f0f0f0}tr:nth-child(even){background:#fafafa}
 td.supported{background:#d7f0dd}td.contradicted{background:#f6d3d3}td.inconclusive{background:#f3f0d8}
-td.missing{color:#a00;font-style:italic}
+td.empty{color:#a00;font-style:italic}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.9em;color:#444}
 nav ul{columns:3}code{background:#f4f4f4;padding:0 3px}
 """
@@ -506,7 +506,7 @@ def _returns_section(r: Results, S_: dict[str, Section]) -> None:
         "Final return = mean evaluation return after training (fixed evaluation seeds). AUC = area "
         "under the evaluation curve divided by its env-step range (the curve's average height). IQM "
         "with 95% stratified bootstrap CI over seeds; n / runs = finished / run directories. "
-        "'missing' marks a cell with no finished run."
+        f"'{T.CELL_EMPTY}' marks a cell with no finished run."
     )
     S_["returns"].table(_display_final(r.final_returns), "Final evaluation return per env × algorithm")
     S_["curves"].figure(

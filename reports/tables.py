@@ -17,6 +17,8 @@ from rlbench.reports import stats as S
 from rlbench.reports.data import Sweep, is_textgen, kl_siblings
 from rlbench.spec import DONE, Status
 
+CELL_EMPTY = "empty"
+"""Label of a table cell (env × column) without a finished run (not a run status: see rlbench.spec.Status)."""
 REPS = 2000
 """Bootstrap resamples for every interval in the report."""
 
@@ -287,7 +289,7 @@ def final_table(sweep: Sweep, runs: pd.DataFrame, seed: int) -> pd.DataFrame:
     t["final_return_std"] = [
         stats["std"].get((e, a), np.nan) if stats is not None else np.nan for e, a in zip(t.env, t.algo)
     ]
-    t["cell"] = np.where(t["n"] == 0, "missing", np.where(t["n"] < t["n_runs"], "partial", "complete"))
+    t["cell"] = np.where(t["n"] == 0, CELL_EMPTY, np.where(t["n"] < t["n_runs"], "partial", "complete"))
     return t
 
 

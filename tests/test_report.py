@@ -173,7 +173,7 @@ def test_partial_sweep_marks_missing_and_failed_runs(smoke: Path, tmp_path: Path
     cell = final.set_index(["env", "algo"])
     assert cell.loc[("CartPole-v1", "ppo"), "cell"] == "partial"
     assert cell.loc[("CartPole-v1", "pg"), "n"] == 1, "a run outside the plan is left out"
-    assert cell.loc[("rlbench/TextGen-v0", "pg"), "cell"] == "missing"
+    assert cell.loc[("rlbench/TextGen-v0", "pg"), "cell"] == "empty"
     failed_runs = pd.read_csv(report / "tables" / "failed_runs.csv")
     assert list(failed_runs.reason) == ["worker died <OOM & co>"]
     missing = pd.read_csv(report / "tables" / "missing_cells.csv").set_index(["env", "algo", "seed"])
