@@ -4,6 +4,7 @@ after a Ray cluster loses a node; the report of a stopped sweep lists its unfini
 One uninterrupted sweep at --jobs 1 (with its report) is the reference every other sweep here is compared with."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -125,27 +126,70 @@ def test_stopped_sweeps_resume_to_the_same_results_and_report(tmp_path, referenc
     assert_same(report_tables(reference), report_tables(tmp_path))
 
 
+def node_workers(node) -> dict[int, str]:
+    """pid → command line of the worker processes of a Ray node (children of its raylet); Ray titles a worker
+    `ray::FUNCTION` while it executes a task."""
+    raylet = node.all_processes["raylet"][0].process.pid
+    workers = {}
+    for proc_dir in Path("/proc").iterdir():
+        if proc_dir.name.isdigit() and _parent(proc_dir) == raylet:
+            try:
+                workers[int(proc_dir.name)] = (proc_dir / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                pass
+    return workers
+
+
+def wait_for_a_task_on(node, proc: subprocess.Popen) -> None:
+    """Return once a worker of `node` executes a run (the sweep must still be going)."""
+    while not any("train_in_worker" in cmd for cmd in node_workers(node).values()):
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+
+
+def lose_node(cluster, node) -> None:
+    """What a machine's crash does to a Ray node: its raylet and every worker process on it die at once.
+    (`Cluster.remove_node` alone kills the raylet, but a worker already running a task can finish it and hand
+    the result to the driver before it notices.)"""
+    workers = node_workers(node)
+    cluster.remove_node(node, allow_graceful=False)
+    for pid in workers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _parent(proc_dir: Path) -> int | None:
+    try:
+        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def test_ray_cluster_losing_a_node_fails_its_runs_and_a_resume_completes(tmp_path, reference):
-    """A two-node Ray cluster on this machine (head + one worker node, one CPU each): the driver joins it with
-    --ray-address and writes every file itself, so nothing assumes the nodes share a filesystem. The worker node
-    is removed mid-sweep; the runs it held fail with the reason, the others finish, and the same command on the
-    cluster that is left completes the sweep with the reference's metrics."""
+    """A Ray cluster on this machine: a head node without CPUs (it only coordinates) and a worker node with one,
+    joined with --ray-address; the driver writes every file itself, so nothing assumes the nodes share a
+    filesystem. Once a worker of that node executes a run (the only CPU is there), the node is lost and a new
+    one joins: the lost run fails with the reason, the others finish on the new node, and the same command
+    completes the sweep with the reference's metrics."""
     cluster_utils = pytest.importorskip("ray.cluster_utils", reason="the Ray executor needs Ray (rlbench[ray])")
     fast_failure_detection = {"health_check_period_ms": 500, "health_check_failure_threshold": 4}
     cluster = cluster_utils.Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "include_dashboard": False, "_system_config": fast_failure_detection},
+        head_node_args={"num_cpus": 0, "include_dashboard": False, "_system_config": fast_failure_detection},
     )
     try:
         worker = cluster.add_node(num_cpus=1)
         ray_options = {"executor": "ray", "ray_address": cluster.address}
         proc = rlbench(tmp_path, **ray_options)
-        wait_for_finished_runs(tmp_path, 1, proc)
-        cluster.remove_node(worker, allow_graceful=False)
+        wait_for_a_task_on(worker, proc)
+        lose_node(cluster, worker)
+        cluster.add_node(num_cpus=1)
         code, output = finish(proc)
         assert code == 1, output
         failures = [json.loads(p.read_text()) for p in tmp_path.glob("**/failure.json")]
-        assert failures, "the removed node held runs"
+        assert failures, "the lost node held a run"
         for failure in failures:
             assert failure["status"] == "failed" and "died" in failure["reason"], failure
             assert set(failure) == {"status", "reason", "traceback", "exit_code"}
