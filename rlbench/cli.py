@@ -127,7 +127,7 @@ def run(
     def watch(order: list[RunSpec]) -> display.SweepDisplay:
         kind = type(planned.runner.backend).__name__
         console.print(f"rlbench: {len(order)} runs → [bold]{escape(str(out))}[/] ({kind})")
-        return display.SweepDisplay(order, out, jobs, console)
+        return display.SweepDisplay(order, out, planned.jobs, console)
 
     try:
         outcomes = api.execute(planned, force_new, watch)
