@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -10,40 +9,27 @@ import time
 from pathlib import Path
 from typing import Annotated, Optional
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rlbench import display, store
+from rlbench import api, display, store
 from rlbench import tensorboard as tb
 from rlbench.algos import DESCRIPTIONS, PRESETS, AlgoConfig
-from rlbench.executor import Executor, LocalBackend, RayBackend, check_contract_isolated
+from rlbench.executor import check_contract_isolated
 from rlbench.matrix import (
     BUDGET_PRESETS,
     BUILTIN_ENVS,
     DEFAULT_ALGOS,
-    DEFAULT_GROUP_SIZES,
     MatrixError,
-    build_cells,
-    check_batches,
     check_env_id,
-    check_size,
-    dispatch_order,
-    get_budget_preset,
-    import_env_modules,
-    load_matrix_file,
     parse_floats,
     parse_ints,
     parse_list,
-    parse_set,
-    qualify,
     resolve_algos,
-    resolve_envs,
 )
 from rlbench.spec import RunSpec, Status
-from rlbench.store import Outcome
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -110,63 +96,48 @@ def run(
     try:
         if tensorboard:
             tb.require()
-        spec = load_matrix_file(matrix) if matrix is not None else {}
         if seeds is not None and seed_list is not None:
             raise MatrixError("give either --seeds or --seed-list, not both")
-        if seeds is not None and seeds <= 0:
-            raise MatrixError(f"--seeds must be > 0, got {seeds}")
-        if seeds is not None:
-            check_size(seeds, "seeds")
-        if jobs <= 0:
-            raise MatrixError(f"--jobs must be > 0, got {jobs}")
-        if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
-            raise MatrixError(f"--time-limit must be a finite number of seconds > 0, got {time_limit}")
-        runner = make_executor(executor, jobs, time_limit, ray_address)
-        if seed_list is not None:
-            seed_values = parse_ints(seed_list, "--seed-list")
-        elif seeds is not None:
-            seed_values = list(range(seeds))
-        elif "seed_list" in spec:
-            seed_values = list(spec["seed_list"])
-        else:
-            seed_values = list(range(spec["seeds"])) if "seeds" in spec else None
-        preset = preset or spec.get("preset", "quick")
-        registered = import_env_modules(env_module or list(spec.get("env_modules", [])))
-        if envs is not None:
-            env_requests = resolve_envs(parse_list(envs, "--envs"), parse_env_kwargs(env_kwargs))
-        elif "envs" in spec:
-            flag_kwargs = parse_env_kwargs(env_kwargs)
-            env_requests = [dataclasses.replace(r, kwargs={**r.kwargs, **flag_kwargs}) for r in spec["envs"]]
-        else:
-            env_requests = resolve_envs(list(get_budget_preset(preset).envs), parse_env_kwargs(env_kwargs))
-        cells = build_cells(
-            algos=parse_list(algos, "--algos") if algos is not None else list(spec.get("algos", ["all"])),
-            envs=qualify(env_requests, registered),
-            preset_name=preset,
-            seeds=seed_values,
-            steps=steps if steps is not None else spec.get("steps"),
-            group_sizes=parse_ints(group_sizes, "--group-sizes")
-            if group_sizes is not None
-            else list(spec.get("group_sizes", DEFAULT_GROUP_SIZES)),
-            sets=spec.get("set", []) + [parse_set(item) for item in set_],
-            kl_coefs=parse_floats(kl_coefs, "--kl-coefs") if kl_coefs is not None else spec.get("kl_coefs"),
+        planned = api.plan(
+            algos=parse_list(algos, "--algos") if algos is not None else None,
+            envs=parse_list(envs, "--envs") if envs is not None else None,
+            seeds=parse_ints(seed_list, "--seed-list") if seed_list is not None else seeds,
+            preset=preset,
+            out=out,
+            sets=set_,
+            jobs=jobs,
+            executor=executor,
+            group_sizes=parse_ints(group_sizes, "--group-sizes") if group_sizes is not None else None,
+            kl_coefs=parse_floats(kl_coefs, "--kl-coefs") if kl_coefs is not None else None,
+            steps=steps,
+            matrix=matrix,
+            env_modules=env_module,
+            env_kwargs=parse_env_kwargs(env_kwargs),
+            ray_address=ray_address,
+            time_limit=time_limit,
         )
-        check_batches(cells)
-        console.print(f"checking {len({c.env_id for c in cells})} env(s) against rlbench's contract …", highlight=False)
-        problems = contract_problems(cells)
-        if problems:
-            raise MatrixError("environment contract failed:\n" + "\n".join(problems))
+        count = len({c.env_id for c in planned.cells})
+        console.print(f"checking {count} env(s) against rlbench's contract …", highlight=False)
+        api.check_contract(planned.cells)
     except (MatrixError, tb.TensorBoardMissing) as err:
         raise fail(str(err)) from None
     began = time.monotonic()
-    out = out or Path("runs") / f"{preset}-{store.plan_fingerprint(cells)}"
+    out = planned.out
+
+    def watch(order: list[RunSpec]) -> display.SweepDisplay:
+        kind = type(planned.runner.backend).__name__
+        console.print(f"rlbench: {len(order)} runs → [bold]{escape(str(out))}[/] ({kind})")
+        return display.SweepDisplay(order, out, planned.jobs, console)
+
     try:
-        with store.Sweep(out) as sweep:
-            outcomes = run_planned(sweep, cells, runner, force_new, workers=jobs)
+        outcomes = api.execute(planned, force_new, watch)
     except store.SweepError as err:
         raise fail(str(err)) from None
     if tensorboard:
-        write_tensorboard(cells, out)
+        written = api.write_tensorboard(planned.cells, out)
+        console.print(
+            f"TensorBoard events for {written} run(s): tensorboard --logdir {escape(str(out))}", highlight=False
+        )
     display.print_results(console, out)
     counts: dict[Status, int] = {}
     for outcome in outcomes:
@@ -182,51 +153,6 @@ def run(
         for o in failed:
             errors.print(f"  {o.run_dir}: {o.reason}", highlight=False, markup=False)
         raise typer.Exit(1)
-
-
-def make_executor(name: str, jobs: int, time_limit: float | None, ray_address: str | None):
-    """The executor the user asked for; MatrixError for an unknown name or a missing Ray install."""
-    if name == "local":
-        if ray_address is not None:
-            raise MatrixError("--ray-address needs --executor ray")
-        return Executor(LocalBackend(jobs), time_limit)
-    if name == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise MatrixError("--executor ray needs Ray: pip install 'rlbench[ray]'") from None
-        return Executor(RayBackend(ray_address), time_limit)
-    raise MatrixError(f"unknown executor {name!r}; allowed: local, ray")
-
-
-def run_planned(
-    sweep: store.Sweep, cells: list[RunSpec], runner: Executor, force_new: bool, workers: int
-) -> list[Outcome]:
-    """Make `cells` the sweep's plan (conflicting runs refused, or discarded with force_new), then run them under
-    the progress display."""
-    sweep.plan(cells, discard_conflicts=force_new)
-    out = sweep.out
-    console.print(f"rlbench: {len(cells)} runs → [bold]{escape(str(out))}[/] ({type(runner.backend).__name__})")
-    order = dispatch_order(cells)
-    with display.SweepDisplay(order, out, workers, console) as shown:
-        try:
-            return runner.run(sweep, order, shown.on_done, shown.on_start)
-        except OSError as err:
-            raise fail(f"cannot write to {out}: {err}; finished runs there are kept") from None
-
-
-def contract_problems(cells: list[RunSpec]) -> list[str]:
-    """Each env of the matrix against rlbench's contract (seeded resets only where a grouped algorithm runs)."""
-    problems = []
-    needs = {}
-    for cell in cells:
-        key = (cell.env_id, json.dumps(cell.env_kwargs, sort_keys=True))
-        needs[key] = needs.get(key, False) or cell.algo.grouped
-    for (env_id, kwargs), seeded in needs.items():
-        for check in check_contract_isolated(env_id, json.loads(kwargs), seeded_reset=seeded):
-            if not check.ok:
-                problems.append(f"  {env_id}: {check.name}: {check.detail}")
-    return problems
 
 
 def parse_env_kwargs(text: str | None) -> dict:
@@ -250,23 +176,12 @@ def print_counts(counts: dict[Status, int]) -> None:
     console.print(table)
 
 
-def write_tensorboard(cells: list[RunSpec], out: Path) -> None:
-    """TensorBoard events for every run of the matrix that recorded metrics (finished or stopped early)."""
-    written = 0
-    for cell in cells:
-        run_dir = cell.run_dir(out)
-        if (run_dir / store.METRICS).is_file() and (run_dir / store.EVALS).is_file():
-            tb.write_events(run_dir, pd.read_parquet(run_dir / store.METRICS), pd.read_parquet(run_dir / store.EVALS))
-            written += 1
-    console.print(f"TensorBoard events for {written} run(s): tensorboard --logdir {escape(str(out))}", highlight=False)
-
-
 def write_report(out: Path) -> Path:
     """Render the sweep's report; returns its directory (DIR/report)."""
-    from rlbench.reports.render import ReportError, render_report
+    from rlbench.reports.render import ReportError
 
     try:
-        return render_report(out)
+        return api.SweepResults(out).report()
     except ReportError as err:
         raise fail(str(err)) from None
 

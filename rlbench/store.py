@@ -115,7 +115,7 @@ def provenance() -> dict[str, Any]:
     }
 
 
-class SweepError(RuntimeError):
+class SweepError(ValueError):
     """The sweep directory cannot be used: locked by another sweep, unwritable, holding runs of another config,
     or not a sweep directory at all."""
 

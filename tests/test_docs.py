@@ -75,3 +75,23 @@ def test_add_an_environment_guide(tmp_path):
     assert list((tmp_path / "runs/corridor-module" / corridor).glob("ppo/seed0/summary.json"))
     html = (tmp_path / "runs/corridor/report/report.html").read_text()
     assert "Corridor-v0" in html
+
+
+def run_python_blocks(doc: str, workdir: Path) -> str:
+    """Every `python` block of the doc, in order, as one script (as a notebook runs its cells); its stdout."""
+    script = "\n".join(body for lang, body in blocks(doc) if lang == "python")
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=workdir, capture_output=True, text=True, timeout=600, env=os.environ
+    )
+    assert result.returncode == 0, f"{doc} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def test_python_api_guide(tmp_path):
+    output = run_python_blocks("python-api.md", tmp_path)
+    assert "'a2c'" in output and "allowed" in output
+    assert not (tmp_path / "runs/typo").exists()
+    sweep = tmp_path / "runs/api-demo"
+    assert len(list(sweep.glob("CartPole-v1/*/seed*/summary.json"))) == 4
+    assert "ppo[epochs=2]" in output
+    assert (sweep / "report/report.html").is_file() and "runs/api-demo/report/report.html" in output
