@@ -559,10 +559,11 @@ def kl_frontier(frontier: pd.DataFrame, points: pd.DataFrame, runs: pd.DataFrame
 
 def aggregates(agg: pd.DataFrame, algos, colours, folder: Path, tasks: str) -> str:
     metrics = list(dict.fromkeys(agg.metric)) if not agg.empty else []
-    fig, axes = _figure(1, max(1, len(metrics)), w=3.4, h=0.45 * max(3, len(algos)) + 0.8)
     if not metrics:
-        _no_data(axes[0, 0], "no normalized scores (no finished non-TextGen runs)")
+        fig, ax = plt.subplots(figsize=(8, 2.0), layout="constrained")
+        _no_data(ax, "no normalized scores (no finished non-TextGen runs)")
         return save(fig, folder, "aggregates")
+    fig, axes = _figure(1, len(metrics), w=3.4, h=0.45 * max(3, len(algos)) + 0.8)
     order = [a for a in algos if a in set(agg.algo)]
     for ax, m in zip(axes[0], metrics):
         d = agg[agg.metric == m].set_index("algo").reindex(order)
