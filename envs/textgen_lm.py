@@ -230,22 +230,27 @@ class SFTModel:
 
 
 def load_or_train_sft(cfg: TextGenConfig, directory: Path | None = None) -> SFTModel:
-    """The SFT model for cfg from `directory` (default `cache_dir()`/textgen), trained and stored on a miss.
-
-    The file is written to a temporary name and renamed, so concurrent runs never read a partial file. An
-    unpinned cfg (sft_seed None) gets the model of SFT seed 0.
+    """The SFT model for cfg from `directory` (default `cache_dir()`/textgen), trained and stored on a miss
+    (`cached_training`). An unpinned cfg (sft_seed None) gets the model of SFT seed 0.
     """
     cfg = cfg.pinned()
     path = (directory or cache_dir() / "textgen") / f"sft-{cache_key(cfg)[:20]}.pt"
     model = _fresh_lm(cfg)
+    state, meta, from_cache = cached_training(path, lambda: train_sft(cfg))
+    model.load_state_dict(state)
+    return SFTModel(model.requires_grad_(False), meta, from_cache=from_cache)
+
+
+def cached_training(path: Path, train) -> tuple[dict, dict, bool]:
+    """(state_dict, meta, loaded from the cache?) of the model stored at `path`; on a miss `train()` gives
+    (state_dict, meta), which is written to a temporary name and renamed, so concurrent runs never read a
+    partial file."""
     if path.exists():
         blob = torch.load(path, weights_only=True)
-        model.load_state_dict(blob["state_dict"])
-        return SFTModel(model.requires_grad_(False), blob["meta"], from_cache=True)
-    state, meta = train_sft(cfg)
+        return blob["state_dict"], blob["meta"], True
+    state, meta = train()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     torch.save({"state_dict": state, "meta": meta}, tmp)
     os.replace(tmp, path)
-    model.load_state_dict(state)
-    return SFTModel(model.requires_grad_(False), meta, from_cache=False)
+    return state, meta, False

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from rlbench.envs.textgen import SEP, VOCAB, TextGenConfig, batch_rewards, sample_prompts
-from rlbench.envs.textgen_lm import cache_dir, cache_key, load_or_train_sft
+from rlbench.envs.textgen_lm import cache_dir, cache_key, cached_training, load_or_train_sft
 
 RM_SAMPLES = 4096
 """Labelled completions the reward model is fitted to (one sampled completion per training prompt drawn)."""
@@ -85,13 +84,6 @@ def load_or_train_reward_model(cfg: TextGenConfig) -> RewardModel:
     key = json.dumps([cache_key(cfg), RM_SAMPLES, RM_STEPS, RM_BATCH, RM_LR, RM_FORMAT])
     path = cache_dir() / "textgen" / f"rm-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
     model = RewardModel(cfg.d_model)
-    if path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
-        return model.requires_grad_(False)
-    state, meta = train_reward_model(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"state_dict": state, "meta": meta}, tmp)
-    os.replace(tmp, path)
+    state, _, _ = cached_training(path, lambda: train_reward_model(cfg))
     model.load_state_dict(state)
     return model.requires_grad_(False)
