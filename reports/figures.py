@@ -80,6 +80,13 @@ def _no_data(ax: plt.Axes, message: str) -> None:
     )
 
 
+def _no_data_figure(folder: Path, stem: str, message: str) -> str:
+    """A figure that is only a message, wide enough for it (a figure with nothing to draw in this sweep)."""
+    fig, ax = plt.subplots(figsize=(8, 2.0), layout="constrained")
+    _no_data(ax, message)
+    return save(fig, folder, stem)
+
+
 def _short_steps(ax: plt.Axes) -> None:
     ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3), useMathText=True)
 
@@ -437,13 +444,12 @@ def reward_hacking(
     """Per column, the final proxy and gold reward (IQM with 95% CI; the gap between them is the hack); gold
     gain over the reference vs d = sqrt(KL) with the RL-form fit d(α − β log d)."""
     if points.empty:
-        fig, ax = plt.subplots(figsize=(8, 2.0), layout="constrained")
-        _no_data(
-            ax,
+        return _no_data_figure(
+            folder,
+            "reward_hacking",
             "Reward hacking: no TextGen runs in this sweep, so there is nothing to plot.\n"
             "Add --envs rlbench/TextGen-v0 to measure proxy vs gold reward and KL to reference.",
         )
-        return save(fig, folder, "reward_hacking")
     envs = list(dict.fromkeys(points.env))
     fig, axes = _figure(len(envs), 2, w=5.2, h=3.8)
     used = set()
@@ -505,13 +511,12 @@ def kl_frontier(frontier: pd.DataFrame, points: pd.DataFrame, runs: pd.DataFrame
     cross with the grey lines at the same KL."""
     panels = list(dict.fromkeys(zip(frontier.env, frontier.family))) if not frontier.empty else []
     if not panels:
-        fig, ax = plt.subplots(figsize=(8, 2.0), layout="constrained")
-        _no_data(
-            ax,
+        return _no_data_figure(
+            folder,
+            "kl_frontier",
             "KL frontier: no TextGen column with a KL penalty and its β = 0 sibling in this sweep.\n"
             "Add --kl-coefs 0,0.1,1 (or ppo and ppo_kl) on rlbench/TextGen-v0.",
         )
-        return save(fig, folder, "kl_frontier")
     betas = sorted(set(frontier.beta[frontier.beta > 0]))
     cmap = plt.get_cmap("viridis")
     colour = {b: cmap(i / max(1, len(betas) - 1) * 0.9) for i, b in enumerate(betas)}
@@ -560,9 +565,7 @@ def kl_frontier(frontier: pd.DataFrame, points: pd.DataFrame, runs: pd.DataFrame
 def aggregates(agg: pd.DataFrame, algos, colours, folder: Path, tasks: str) -> str:
     metrics = list(dict.fromkeys(agg.metric)) if not agg.empty else []
     if not metrics:
-        fig, ax = plt.subplots(figsize=(8, 2.0), layout="constrained")
-        _no_data(ax, "no normalized scores (no finished non-TextGen runs)")
-        return save(fig, folder, "aggregates")
+        return _no_data_figure(folder, "aggregates", "no normalized scores (no finished non-TextGen runs)")
     fig, axes = _figure(1, len(metrics), w=3.4, h=0.45 * max(3, len(algos)) + 0.8)
     order = [a for a in algos if a in set(agg.algo)]
     for ax, m in zip(axes[0], metrics):
