@@ -1,7 +1,8 @@
 """TextGen: sort four digits, token by token, graded by a hackable proxy and a hidden gold reward.
 
 This module holds the task itself (vocabulary, prompts, both rewards, the single-env Gymnasium form) and needs
-only numpy; the tiny language model lives in `textgen_lm`, the training-loop integration in `textgen_task`.
+only numpy; the reference language model lives in `textgen_lm`, the learned reward in `textgen_rm`, and the
+training side (policy, critic, batched collector, evaluator) in `rlbench.textgen_task`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""TextGen's tiny language model (1-layer GRU), its value model, batched generation, and cached SFT training.
+"""TextGen's tiny language model (1-layer GRU), batched generation, and its cached SFT training: the reference model
+the learned reward is fitted to and every learner starts from.
 
 Sequence layout: the model reads `prompt (P tokens), SEP, answer[0], …, answer[T-2]`; its output after SEP and
 after answer[t-1] is the distribution of answer[t]. So the [N, T] completion positions are the model's
@@ -124,22 +125,6 @@ class TokenLM(GRUTrunk):
                 out, h = self.gru(self.embed(token)[:, None], h)
                 x = out[:, 0]
         return Generation(torch.stack(acts, 1), torch.stack(masks, 1).float(), torch.stack(logps, 1))
-
-
-class ValueModel(GRUTrunk):
-    """V(s_t): the SFT model's trunk (copied, trained separately) with a zero-initialised scalar head."""
-
-    def __init__(self, lm: TokenLM) -> None:
-        super().__init__(lm.embed.embedding_dim)
-        self.embed.load_state_dict(lm.embed.state_dict())
-        self.gru.load_state_dict(lm.gru.state_dict())
-        self.head = nn.Linear(lm.embed.embedding_dim, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
-
-    def value(self, inputs: dict[str, Tensor]) -> Tensor:
-        """V(s_t) for every completion position, [N, T]."""
-        return self.head(self.features(inputs["prompt"], inputs["act"])).squeeze(-1)
 
 
 def demonstrations(cfg: TextGenConfig, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:

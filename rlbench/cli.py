@@ -203,7 +203,7 @@ def bench_textgen(
     repeats: Annotated[int, typer.Option(help="Updates measured per algorithm (medians are shown).")] = 10,
 ) -> None:
     """Tokens/s of TextGen generation and of one training update, per algorithm (one torch thread)."""
-    from rlbench.envs.textgen_bench import benchmark, sft_message
+    from rlbench.textgen_bench import benchmark, sft_message
 
     try:
         names = resolve_algos(parse_list(algos, "--algos"))
@@ -227,6 +227,42 @@ def bench_textgen(
         )
     console.print(table)
     console.print(sft_message(rows[0]), highlight=False)
+
+
+@bench_app.command("envs")
+def bench_envs(
+    envs: Annotated[str, typer.Option(help="Comma-separated ids with a batched implementation.")] = "",
+    num_envs: Annotated[str, typer.Option(help="Comma-separated sub-env counts.")] = "8,64",
+) -> None:
+    """Env steps/s of rlbench's batched Acrobot, MountainCar and Pendulum vs Gymnasium's SyncVectorEnv."""
+    from rlbench.classic_vector_bench import compare
+    from rlbench.envs.classic_vector import VECTOR_ENTRY_POINTS
+
+    try:
+        ids = parse_list(envs, "--envs") if envs else list(VECTOR_ENTRY_POINTS)
+        unknown = [i for i in ids if i not in VECTOR_ENTRY_POINTS]
+        if unknown:
+            raise MatrixError(
+                f"--envs {', '.join(unknown)}: no batched implementation; allowed: {', '.join(VECTOR_ENTRY_POINTS)}"
+            )
+        counts = parse_ints(num_envs, "--num-envs")
+        if min(counts) <= 0:
+            raise MatrixError(f"--num-envs must be > 0, got {num_envs}")
+    except MatrixError as err:
+        raise fail(str(err)) from None
+    table = Table(title="Batched vs Gymnasium SyncVectorEnv, random actions, this machine (best of 3, interleaved)")
+    for col in ("env", "sub-envs", "batched steps/s", "sync steps/s", "batched ÷ sync"):
+        table.add_column(col, justify="right" if col != "env" else "left")
+    for env_id in ids:
+        for row in compare(env_id, tuple(counts)):
+            table.add_row(
+                env_id,
+                str(row["num_envs"]),
+                f"{row['batched_steps_per_s']:,.0f}",
+                f"{row['sync_steps_per_s']:,.0f}",
+                f"{row['ratio']:.1f}×",
+            )
+    console.print(table)
 
 
 @bench_app.command("sb3")

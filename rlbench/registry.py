@@ -43,7 +43,7 @@ BUILTIN_ENVS: dict[str, EnvEntry] = {
             family="text",
             algo_overrides=textgen.ALGO_OVERRIDES,
             eval_points=textgen.EVAL_POINTS,
-            task_builder="rlbench.envs.textgen_task:make_textgen_task",
+            task_builder="rlbench.textgen_task:make_textgen_task",
         ),
     )
 }

@@ -218,3 +218,22 @@ def test_tuple_observations_are_flattened_checked_and_trained(tmp_path):
     summaries = {p.parts[-3]: json.loads(p.read_text()) for p in out.glob("**/summary.json")}
     assert set(summaries) == {"ppo", "grpo-g8"} and all(s["status"] == "ok" for s in summaries.values())
     assert summaries["ppo"]["params_policy"] == 45 * 64 + 64 + 64 * 64 + 64 + 64 * 2 + 2
+
+
+def test_envs_know_no_learner():
+    """No module under envs/ imports the training side (loop, rollout, task, matrix, store, executor, ...):
+    environments are a layer below the code that trains on them."""
+    import ast
+    import pathlib
+
+    import rlbench.envs
+
+    allowed = {"rlbench.envs"}
+    for path in pathlib.Path(rlbench.envs.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                if name.startswith("rlbench"):
+                    assert any(name == a or name.startswith(a + ".") for a in allowed), f"{path.name} imports {name}"

@@ -25,9 +25,9 @@ from rlbench.envs.textgen import (
     score_answer,
 )
 from rlbench.envs.textgen_lm import SFTModel, load_or_train_sft, train_sft
-from rlbench.envs.textgen_task import TextGenCollector, make_textgen_task
 from rlbench.matrix import algo_for
 from rlbench.spec import RunSpec
+from rlbench.textgen_task import TextGenCollector, make_textgen_task
 from rlbench.train import train
 
 

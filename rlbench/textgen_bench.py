@@ -10,8 +10,8 @@ import torch
 
 from rlbench.envs.textgen import ENV_ID, TextGenConfig
 from rlbench.envs.textgen_lm import load_or_train_sft
-from rlbench.envs.textgen_task import make_textgen_task
 from rlbench.matrix import algo_for
+from rlbench.textgen_task import make_textgen_task
 from rlbench.train import Trainer
 
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from rlbench.algos.config import AlgoConfig
 from rlbench.envs.textgen import TextGenConfig, batch_rewards, eval_prompts, sample_prompts
-from rlbench.envs.textgen_lm import Generation, TokenLM, ValueModel, load_or_train_sft
+from rlbench.envs.textgen_lm import Generation, GRUTrunk, TokenLM, load_or_train_sft
 from rlbench.envs.textgen_rm import RewardModel, load_or_train_reward_model
 from rlbench.rng import np_stream
 from rlbench.rollout import Trajectories
@@ -30,6 +30,22 @@ SEQS_PER_PROMPT = 8
 """Completions per update per n_envs for non-group algorithms: GRPO's default G (rlbench.algos.config.group_preset)."""
 EVAL_SEED = 3
 """Seeds the sampled completions of every evaluation (the same draws for every run and update)."""
+
+
+class ValueModel(GRUTrunk):
+    """V(s_t): the SFT model's trunk (copied, trained separately) with a zero-initialised scalar head."""
+
+    def __init__(self, lm: TokenLM) -> None:
+        super().__init__(lm.embed.embedding_dim)
+        self.embed.load_state_dict(lm.embed.state_dict())
+        self.gru.load_state_dict(lm.gru.state_dict())
+        self.head = nn.Linear(lm.embed.embedding_dim, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def value(self, inputs: dict[str, Tensor]) -> Tensor:
+        """V(s_t) for every completion position, [N, T]."""
+        return self.head(self.features(inputs["prompt"], inputs["act"])).squeeze(-1)
 
 
 def learned_proxy(cfg: TextGenConfig) -> RewardModel | None:
