@@ -35,7 +35,10 @@ class AlgoConfig:
     collect: Collect = "steps"
     """`steps`: n_steps per env with autoreset; `episodes`: one whole episode per env from a seeded reset."""
     n_envs: int = 8
-    """Parallel envs (`steps`) or distinct start states per update (`episodes`); prompts per update on TextGen."""
+    """Parallel envs in `steps` mode (each advances n_steps per update, carrying its episode across updates)."""
+    n_starts: int = 8
+    """Start states per update in `episodes` mode (seeded resets), each run group_size times; on TextGen, where
+    a start state is a prompt, the prompts per update of a grouped algorithm (others sample 8 × n_starts)."""
     n_steps: int = 64
     """Steps per env per update in `steps` mode (CleanRL: 128; 64 measured faster to 475 on CartPole here)."""
     group_size: int = 1
@@ -96,7 +99,7 @@ class AlgoConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check_field(f.name, getattr(self, f.name), _HINTS[f.name])
-        positive = ("n_envs", "n_steps", "group_size", "epochs", "minibatches", "lr", "hidden")
+        positive = ("n_envs", "n_starts", "n_steps", "group_size", "epochs", "minibatches", "lr", "hidden")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{self.name}.{name} = {getattr(self, name)!r}: must be > 0")
@@ -137,7 +140,7 @@ class AlgoConfig:
             if getattr(self, name) > units:
                 raise ValueError(
                     f"{self.name}.{name} = {getattr(self, name)}: must be <= the {units} units of a batch "
-                    f"({'n_envs × n_steps' if self.collect == 'steps' else 'n_envs × group_size episodes'})"
+                    f"({'n_envs × n_steps' if self.collect == 'steps' else 'n_starts × group_size episodes'})"
                 )
         if self.advantage == "group":
             if self.group_size < 2:
@@ -157,8 +160,8 @@ class AlgoConfig:
 
     @property
     def streams(self) -> int:
-        """Parallel trajectories per update: n_envs × group_size in `episodes` mode, n_envs in `steps` mode."""
-        return self.n_envs * self.group_size if self.collect == "episodes" else self.n_envs
+        """Parallel trajectories per update: n_starts × group_size in `episodes` mode, n_envs in `steps` mode."""
+        return self.n_starts * self.group_size if self.collect == "episodes" else self.n_envs
 
     def replace(self, **changes: Any) -> AlgoConfig:
         """A validated copy with `changes` applied; unknown field names are a ValueError naming them."""
@@ -201,7 +204,7 @@ def group_preset(name: str, **changes: Any) -> AlgoConfig:
         advantage="group",
         policy_loss="clip",
         collect="episodes",
-        n_envs=4,
+        n_starts=4,
         group_size=8,
         kl_coef=0.04,
         kl_estimator="k3",

@@ -36,7 +36,7 @@ BUDGETS = {"smoke": 1_500, "quick": 20_000, "full": 60_000}
 batch (~1–2 s); quick ≈ 30 such updates: ppo without KL finds the loophole in ~15 updates and settles."""
 EVAL_POINTS = 20
 """Evaluations per TextGen run (256 held-out prompts cost ~10 ms): enough to resolve gold's rise-then-fall."""
-ALGO_OVERRIDES = {"gamma": 1.0, "n_envs": 16, "ppo_kl.kl_coef": 1.0, "grpo.kl_coef": 1.0}
+ALGO_OVERRIDES = {"gamma": 1.0, "n_starts": 16, "ppo_kl.kl_coef": 1.0, "grpo.kl_coef": 1.0}
 """Matrix settings on TextGen (`ALGO.FIELD` for one algorithm): undiscounted outcome reward, 16 prompts per
 update, and β = 1. With a per-token KL against unit-scale (normalised or group z-scored) advantages, the
 presets' β ≈ 0.05 barely restrains the policy here (measured with k3 in the loss: KL ≈ 12 nats per answer vs

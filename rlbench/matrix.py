@@ -421,14 +421,16 @@ def check_size(count: int, what: str) -> None:
 
 def check_batches(cells: list[RunSpec]) -> None:
     """MatrixError for a cell whose single update collects more env steps than its whole budget: n_envs × n_steps
-    in `steps` mode, at least one step per episode (n_envs × group_size) in `episodes` mode."""
+    in `steps` mode, at least one step per episode (n_starts × group_size) in `episodes` mode."""
     for cell in cells:
         algo = cell.algo
-        least = algo.n_envs * algo.n_steps if algo.collect == "steps" else algo.streams
+        steps_mode = algo.collect == "steps"
+        least = algo.n_envs * algo.n_steps if steps_mode else algo.streams
         if least > cell.steps:
+            lower = "n_envs/n_steps" if steps_mode else "n_starts/--group-sizes"
             raise MatrixError(
                 f"{algo.name} on {cell.env_id}: one update collects at least {least:,} env steps, more than the "
-                f"run's whole budget of {cell.steps:,}; raise --steps or lower n_envs/n_steps/--group-sizes"
+                f"run's whole budget of {cell.steps:,}; raise --steps or lower {lower}"
             )
 
 

@@ -243,7 +243,7 @@ class GymCollector:
     """Collects one update's trajectories from a Gymnasium env in the mode the algorithm asks for.
 
     `steps`: n_envs envs advance n_steps each, carrying episodes across updates (PPO-style).
-    `episodes`: n_envs start seeds, each repeated group_size times (a GRPO group), one whole episode each.
+    `episodes`: n_starts start seeds, each repeated group_size times (a GRPO group), one whole episode each.
     """
 
     def __init__(self, env_id: str, env_kwargs: dict, cfg: AlgoConfig, seed: int) -> None:
@@ -262,7 +262,7 @@ class GymCollector:
     def collect(self, policy: MLPPolicy, generator: torch.Generator, budget: int | None = None) -> Trajectories:
         """One update's batch, cut at `budget` valid steps when given (module docstring)."""
         if self.cfg.collect == "episodes":
-            starts = self.seed_rng.integers(0, 2**30, size=self.cfg.n_envs)
+            starts = self.seed_rng.integers(0, 2**30, size=self.cfg.n_starts)
             seeds = np.repeat(starts, self.cfg.group_size).tolist()
             return run_episodes(self.env, policy, seeds, generator, budget=budget)
         rec = _Recorder(self.cfg.streams, carry=self.previous, every_obs=True)

@@ -21,6 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from rlbench import registry
+from rlbench.algos.config import AlgoConfig
 from rlbench.spec import DONE, RunSpec, Status
 
 CONFIG, METRICS, EVALS, SUMMARY, FAILURE, PLAN, LOCK = (
@@ -181,12 +183,25 @@ def plan_fingerprint(specs: list[RunSpec]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
+def stored_spec(data: dict[str, Any]) -> RunSpec:
+    """The RunSpec a stored dict (a sweep.json cell or a config.json) describes. A dict written before `n_starts`
+    split from `n_envs` (rlbench 0.1 up to commit 58ca4f1) is read as it ran: its n_envs counted start states in
+    `episodes` mode and prompts on TextGen, which n_starts counts now."""
+    algo = data["algo"]
+    if "n_starts" not in algo:
+        counted_starts = algo.get("collect") == "episodes" or registry.is_text(data["env_id"])
+        default = AlgoConfig.__dataclass_fields__["n_envs"].default
+        n_envs, n_starts = (default, algo["n_envs"]) if counted_starts else (algo["n_envs"], default)
+        data = {**data, "algo": {**algo, "n_envs": n_envs, "n_starts": n_starts}}
+    return RunSpec.from_dict(data)
+
+
 def read_plan(out: Path) -> list[RunSpec]:
     """The runs sweep.json plans, in plan order; SweepError when `out` holds no plan."""
     path = Path(out) / PLAN
     if not path.is_file():
         raise SweepError(f"no runs under {out}: it has no {PLAN} (make a sweep with rlbench run)")
-    return [RunSpec.from_dict(cell) for cell in read_json(path)["cells"]]
+    return [stored_spec(cell) for cell in read_json(path)["cells"]]
 
 
 def read_sweep(out: Path) -> tuple[list[RunRecord], list[Path]]:
@@ -251,10 +266,8 @@ class Sweep:
         found = []
         for spec in specs:
             path = spec.run_dir(self.out) / CONFIG
-            if path.is_file():
-                wanted = _clean(spec.to_dict())
-                if {k: read_json(path).get(k) for k in wanted} != wanted:
-                    found.append(path.parent)
+            if path.is_file() and _clean(stored_spec(read_json(path)).to_dict()) != _clean(spec.to_dict()):
+                found.append(path.parent)
         return found
 
     def plan(self, specs: list[RunSpec], discard_conflicts: bool = False) -> None:

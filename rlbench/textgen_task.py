@@ -1,11 +1,11 @@
 """TextGen in the shared training loop: the task builder, the batched collector and the evaluator.
 
-Budget rule (issue 3, "groups"): an update generates `n_envs × group_size` completions for a grouped algorithm
-(`AlgoConfig.grouped`: GRPO's family and its critic-baseline control; n_envs prompts, each sampled G times, rows
+Budget rule (issue 3, "groups"): an update generates `n_starts × group_size` completions for a grouped algorithm
+(`AlgoConfig.grouped`: GRPO's family and its critic-baseline control; n_starts prompts, each sampled G times, rows
 j·G … j·G+G−1 sharing prompt j), as the Gymnasium collector repeats each start seed G times, and
-`n_envs × SEQS_PER_PROMPT` completions of distinct prompts for every other algorithm, so the others see exactly
-GRPO-G8's batch size. Every run has the same budget of env steps = generated tokens (EOS included); `collect`
-and `n_steps` are not used on TextGen, since every completion is one whole episode that ends terminally
+`n_starts × SEQS_PER_PROMPT` completions of distinct prompts for every other algorithm, so the others see exactly
+GRPO-G8's batch size. Every run has the same budget of env steps = generated tokens (EOS included); `collect`,
+`n_envs` and `n_steps` are not used on TextGen, since every completion is one whole episode that ends terminally
 (last_inputs = None).
 """
 
@@ -27,7 +27,7 @@ from rlbench.rollout import Trajectories
 from rlbench.task import Task
 
 SEQS_PER_PROMPT = 8
-"""Completions per update per n_envs for non-group algorithms: GRPO's default G (rlbench.algos.config.group_preset)."""
+"""Completions per update per n_starts for non-group algorithms: GRPO's default G (algos.config.group_preset)."""
 EVAL_SEED = 3
 """Seeds the sampled completions of every evaluation (the same draws for every run and update)."""
 
@@ -107,7 +107,7 @@ class TextGenCollector:
         self.reward_model = learned_proxy(cfg)
         self.rng = np_stream(seed, "prompts")
         self.repeat = algo.group_size if algo.grouped else 1
-        self.prompts_per_update = algo.n_envs if algo.grouped else algo.n_envs * SEQS_PER_PROMPT
+        self.prompts_per_update = algo.n_starts if algo.grouped else algo.n_starts * SEQS_PER_PROMPT
 
     def collect(self, policy: TokenLM, generator: torch.Generator, budget: int | None = None) -> Trajectories | None:
         """One update's completions; with `budget`, only the leading whole groups (whole completions for a

@@ -11,7 +11,7 @@ from rlbench.spec import RunSpec
 from rlbench.task import make_task
 from rlbench.train import Trainer, train
 
-SMALL = {"n_steps": 16, "n_envs": 4}
+SMALL = {"n_steps": 16, "n_envs": 4, "n_starts": 4}
 
 # Metrics that are undefined (NaN) by definition in some updates, and the condition that makes them so.
 UNDEFINED_WHEN = {
@@ -27,7 +27,7 @@ UNDEFINED_WHEN = {
 
 def small(name: str):
     cfg = PRESETS[name]
-    return cfg.replace(n_steps=16, n_envs=2, group_size=4) if cfg.advantage == "group" else cfg.replace(**SMALL)
+    return cfg.replace(n_steps=16, n_starts=2, group_size=4) if cfg.advantage == "group" else cfg.replace(**SMALL)
 
 
 @pytest.mark.parametrize("env_id", list(BUILTIN_ENVS))

@@ -17,12 +17,12 @@ from rlbench.spec import RunSpec
 from rlbench.task import make_task
 from rlbench.train import Trainer, train
 
-SMALL = {"n_steps": 16, "n_envs": 4}
+SMALL = {"n_steps": 16, "n_envs": 4, "n_starts": 4}
 
 
 def small(name: str, **changes):
     cfg = PRESETS[name]
-    base = {"n_steps": 16, "n_envs": 2, "group_size": 4} if cfg.advantage == "group" else SMALL
+    base = {"n_steps": 16, "n_starts": 2, "group_size": 4} if cfg.advantage == "group" else SMALL
     return cfg.replace(**{**base, **changes})
 
 
@@ -145,7 +145,7 @@ def test_a_cut_episode_ends_truncated_at_the_budget():
 
 
 def test_textgen_final_return_is_the_final_gold_reward():
-    cfg = algo_for("ppo", ENV_ID).replace(n_envs=4)
+    cfg = algo_for("ppo", ENV_ID).replace(n_starts=4)
     result = train(RunSpec(cfg, ENV_ID, 0, 300, eval_episodes=1, eval_points=2))
     final = result.evals[-1]
     assert result.summary["final_return"] == final["eval/gold_mean"] == final["eval/return_mean"]

@@ -200,3 +200,27 @@ def test_ray_cluster_losing_a_node_fails_its_runs_and_a_resume_completes(tmp_pat
         assert_same(numeric_results(reference), numeric_results(tmp_path))
     finally:
         cluster.shutdown()
+
+
+@pytest.mark.parametrize(
+    "algo, env_id",
+    [
+        ("grpo", "CartPole-v1"),
+        ("pg", "Acrobot-v1"),
+        ("ppo", "CartPole-v1"),
+        ("ppo", "rlbench/TextGen-v0"),
+        ("grpo", "rlbench/TextGen-v0"),
+    ],
+)
+def test_a_spec_stored_before_n_starts_split_from_n_envs_reads_as_it_ran(algo, env_id):
+    """Before n_starts, n_envs counted start states in `episodes` mode and prompts on TextGen: such a stored spec
+    reads as today's resolution of the same column, so old sweeps re-render and resume (no conflict)."""
+    from rlbench.matrix import resolve_spec
+    from rlbench.store import stored_spec
+
+    spec = resolve_spec(algo, env_id)
+    old = json.loads(json.dumps(spec.to_dict()))
+    counted_starts = spec.algo.collect == "episodes" or "TextGen" in env_id
+    old["algo"]["n_envs"] = spec.algo.n_starts if counted_starts else spec.algo.n_envs
+    del old["algo"]["n_starts"]
+    assert stored_spec(old) == spec

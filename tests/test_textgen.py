@@ -42,7 +42,7 @@ def sft_cache(tmp_path_factory) -> SFTModel:
 
 def small(name: str, **changes) -> object:
     """A preset with TextGen's matrix settings, shrunk to a few prompts per update."""
-    return algo_for(name, ENV_ID, group_size=4).replace(**{"n_envs": 4, **changes})
+    return algo_for(name, ENV_ID, group_size=4).replace(**{"n_starts": 4, **changes})
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def test_collector_pays_what_the_single_env_pays(reward: str) -> None:
     """Completions sampled in one batch, replayed token by token in the single env: same rewards, lengths."""
     cfg = TextGenConfig(reward=reward)
     sft = load_or_train_sft(cfg)
-    collector = TextGenCollector(cfg, small("grpo", n_envs=16), seed=0, reference=sft.model)
+    collector = TextGenCollector(cfg, small("grpo", n_starts=16), seed=0, reference=sft.model)
     traj = collector.collect(sft.copy(), torch.Generator().manual_seed(0))
     prompts, act = traj.inputs["prompt"], traj.inputs["act"]
     assert torch.equal(prompts[0::4], prompts[3::4])  # groups of G = 4 share their prompt
@@ -144,7 +144,7 @@ def test_collector_pays_what_the_single_env_pays(reward: str) -> None:
 def test_budget_rule_matches_group_and_non_group_batches(sft_cache: SFTModel) -> None:
     cfg = TextGenConfig()
     sizes = {
-        name: TextGenCollector(cfg, small(name, n_envs=16, group_size=8), 0, sft_cache.model)
+        name: TextGenCollector(cfg, small(name, n_starts=16, group_size=8), 0, sft_cache.model)
         for name in ("ppo", "grpo")
     }
     assert sizes["ppo"].prompts_per_update * sizes["ppo"].repeat == 16 * 8
@@ -234,7 +234,7 @@ def test_ppo_without_kl_finds_the_loophole_on_a_tiny_budget() -> None:
     on the means sit ≥ 5 standard errors of a 5-seed mean away from the measured means."""
     proxy, gold, kl = [], [], []
     for seed in LOOPHOLE_SEEDS:
-        result = train(RunSpec(small("ppo", n_envs=8), ENV_ID, seed, 10_000, eval_episodes=1, eval_points=1))
+        result = train(RunSpec(small("ppo", n_starts=8), ENV_ID, seed, 10_000, eval_episodes=1, eval_points=1))
         final = result.evals[-1]
         proxy.append(final["eval/proxy_mean"] - final["eval/ref_proxy_mean"])
         gold.append(final["eval/gold_mean"] - final["eval/ref_gold_mean"])
