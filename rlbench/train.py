@@ -26,6 +26,7 @@ from rlbench.metrics import (
     peak_rss_mb,
     tensor_bytes,
 )
+from rlbench.probe import split_gradients
 from rlbench.rng import stream_seed, torch_stream
 from rlbench.rollout import RunFault, Trajectories
 from rlbench.spec import RunSpec, Status
@@ -104,19 +105,14 @@ def split(units: dict[str, Tensor], parts: int, generator: torch.Generator) -> l
 
 
 def measure_gradient_noise(
-    cfg: AlgoConfig, policy: nn.Module, units: dict[str, Tensor], generator: torch.Generator
+    cfg: AlgoConfig, policy: nn.Module, units: dict[str, Tensor], generator: torch.Generator, batched: bool
 ) -> dict[str, float]:
-    """Policy-loss gradients of K disjoint minibatches at the pre-update parameters: mean pairwise cosine,
-    relative variance, and McCandlish et al.'s unbiased per-update estimates of tr(Σ) and |G|², whose ratio of
-    sums over a run is the simple gradient noise scale (comparable across batch sizes)."""
-    params = [p for p in policy.parameters() if p.requires_grad]
-    grads = []
+    """Policy-loss gradients of K disjoint minibatches at the pre-update parameters (rlbench.probe; `batched`:
+    in one computation): mean pairwise cosine, relative variance, and McCandlish et al.'s unbiased per-update
+    estimates of tr(Σ) and |G|², whose ratio of sums over a run is the simple gradient noise scale
+    (comparable across batch sizes)."""
     parts = split(units, cfg.noise_splits, generator)
-    for mb in parts:
-        logp, _ = policy.evaluate(mb)
-        g = torch.autograd.grad(policy_objective(cfg, logp, mb), params, allow_unused=True)
-        grads.append(torch.cat([(x if x is not None else torch.zeros_like(p)).flatten() for x, p in zip(g, params)]))
-    stacked = torch.stack(grads)
+    stacked = split_gradients(partial(policy_objective, cfg), policy, parts, batched)
     cosine, rel_var = gradient_noise(stacked)
     small = float(np.mean([float(mb["mask"].sum()) for mb in parts]))
     trace, g2 = noise_scale_parts(stacked, small, small * len(parts))
@@ -137,9 +133,13 @@ class Trainer:
 
     Random draws come from the run's named streams (rlbench.rng): `action_rng` samples actions, `minibatch_rng`
     shuffles minibatches, `noise_rng` splits the gradient-noise probe, so measuring never moves training.
+    `batched_probe` computes the probe's K gradients in one batched computation when the policy allows it
+    (its `probe_batched` attribute); False takes one backward per split everywhere (the reference).
     """
 
-    def __init__(self, cfg: AlgoConfig, task: Task, seed: int, flops: FlopMeter | None = None) -> None:
+    def __init__(
+        self, cfg: AlgoConfig, task: Task, seed: int, flops: FlopMeter | None = None, batched_probe: bool = True
+    ) -> None:
         self.cfg = cfg
         self.policy, self.critic = task.policy, task.critic
         self.reference = copy.deepcopy(self.policy).requires_grad_(False)
@@ -151,6 +151,9 @@ class Trainer:
         self.minibatch_rng = torch_stream(seed, "minibatches")
         self.noise_rng = torch_stream(seed, "noise")
         self.flops = flops or FlopMeter()
+        self.batched_probe = batched_probe and getattr(self.policy, "probe_batched", False)
+        self.reference_s = 0.0
+        """Wall time of the reference's forward passes in the current update."""
 
     def step(self, loss: Tensor) -> tuple[Tensor, Tensor]:
         """Backward and one optimizer step with the policy's and the critic's gradients each clipped to
@@ -189,9 +192,11 @@ class Trainer:
 
         train/flops counts what the algorithm computes: advantage estimation, the old and reference
         log-probabilities, every minibatch step (forward and backward) and the critic fit; the gradient-noise
-        probe and the post-update diagnostics are measurement and are not counted.
+        probe and the post-update diagnostics are measurement and are not counted. time/probe_s and
+        time/reference_s are the wall time of the probe and of the frozen reference's forward passes.
         """
         cfg = self.cfg
+        self.reference_s = 0.0
         if cfg.anneal_lr:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr * (1.0 - progress)
@@ -209,27 +214,37 @@ class Trainer:
         _, counted = self.flops.measure("old_logp", _unit_shape(units), lambda: self._old_logp(units))
         flops += counted
         row.update(self._batch_stats(units))
-        row.update(measure_gradient_noise(cfg, self.policy, units, self.noise_rng))
+        start = time.perf_counter()
+        row.update(measure_gradient_noise(cfg, self.policy, units, self.noise_rng, self.batched_probe))
+        row["time/probe_s"] = time.perf_counter() - start
         terms, counted = self.optimize(units)
         flops += counted
         row.update(terms)
         row.update(self._update_size(units))
         row["train/lr"] = self.optimizer.param_groups[0]["lr"]
         row["train/flops"] = float(flops)
+        row["time/reference_s"] = self.reference_s
         return row
 
     def _reward_kl(self, inputs: dict[str, Tensor]) -> Tensor:
         """The KL estimator k(log π_old, log π_ref) of every sampled step in `inputs` (no gradient)."""
         with torch.no_grad():
             logp, _ = self.policy.evaluate(inputs)
-            ref_logp, _ = self.reference.evaluate(inputs)
-        return losses.kl_estimate(logp, ref_logp, self.cfg.kl_estimator)
+        return losses.kl_estimate(logp, self._reference_logp(inputs), self.cfg.kl_estimator)
 
     def _old_logp(self, units: dict[str, Tensor]) -> None:
         """Adds the pre-update policy's and the reference's log-probabilities to `units`."""
         with torch.no_grad():
             units["logp_old"], _ = self.policy.evaluate(units)
-            units["ref_logp"], _ = self.reference.evaluate(units)
+        units["ref_logp"] = self._reference_logp(units)
+
+    def _reference_logp(self, inputs: dict[str, Tensor]) -> Tensor:
+        """log π_ref(a|s) of the frozen reference (no gradient); its wall time is added to reference_s."""
+        start = time.perf_counter()
+        with torch.no_grad():
+            ref_logp, _ = self.reference.evaluate(inputs)
+        self.reference_s += time.perf_counter() - start
+        return ref_logp
 
     def _batch_stats(self, units: dict[str, Tensor]) -> dict[str, float]:
         """Advantage std over valid steps; the critic's explained variance of its targets."""
@@ -354,7 +369,7 @@ def _unit_shape(units: dict[str, Tensor]) -> tuple:
     return (units["mask"].shape[0], *((k, tuple(v.shape[1:])) for k, v in sorted(units.items())))
 
 
-def train(spec: RunSpec) -> RunResult:
+def train(spec: RunSpec, batched_probe: bool = True) -> RunResult:
     """Train one run (algorithm, env, seed) on at most `spec.steps` env steps; measure everything on the way.
 
     Each batch is collected with the budget left (rlbench.rollout: the last batch is cut at the budget), so
@@ -363,13 +378,14 @@ def train(spec: RunSpec) -> RunResult:
     discarded unused. Evaluation runs before training (checkpoint 0), after the first update that reaches
     k/eval_points of the budget (checkpoint k; an update crossing several evaluates once, for the last), and
     at the end of training as checkpoint eval_points if no update reached it, so every curve has points at
-    the same env steps whatever the batch size and its last point is the trained policy.
+    the same env steps whatever the batch size and its last point is the trained policy. `batched_probe`:
+    Trainer's (training is bitwise the same either way).
     """
     cfg, seed, total_steps, eval_points = spec.algo, spec.seed, spec.steps, spec.eval_points
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stream_seed(seed, "init"))
         task = make_task(spec.env_id, spec.env_kwargs, cfg, seed, spec.eval_episodes)
-    trainer = Trainer(cfg, task, seed)
+    trainer = Trainer(cfg, task, seed, batched_probe=batched_probe)
     metrics, evals = [], []
     env_steps, update = 0, 0
     status, reason = Status.OK, ""
@@ -420,6 +436,7 @@ def train(spec: RunSpec) -> RunResult:
         "wall_time_s": wall,
         "rollout_time_s": rollout_s,
         "update_time_s": update_s,
+        **_measure_summary(metrics, wall),
         "env_steps_per_s": env_steps / wall if wall > 0 else math.nan,
         "params_policy": sum(p.numel() for p in task.policy.parameters()),
         "params_critic": sum(p.numel() for p in task.critic.parameters()) if task.critic else 0,
@@ -472,6 +489,15 @@ def _compute_summary(metrics: list[dict], trainer: Trainer) -> dict[str, float]:
         "update_memory_bytes": sum(memory.values()),
         **memory,
     }
+
+
+def _measure_summary(metrics: list[dict], wall: float) -> dict[str, float]:
+    """Wall time of the gradient-noise probe and of the reference's forward passes (both inside update_time_s),
+    and measure_share = their sum / wall_time_s."""
+    probe = sum(row["time/probe_s"] for row in metrics)
+    reference = sum(row["time/reference_s"] for row in metrics)
+    share = (probe + reference) / wall if wall > 0 else math.nan
+    return {"probe_time_s": probe, "reference_time_s": reference, "measure_share": share}
 
 
 def _mean(rows: list[dict], key: str) -> float:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import rlbench.train as train_module
 from rlbench.algos import PRESETS
 from rlbench.envs.textgen import ENV_ID
 from rlbench.matrix import BUILTIN_ENVS, algo_for
@@ -108,6 +109,31 @@ def test_an_update_draws_from_the_minibatch_stream_only_for_its_minibatches():
         torch.randperm(traj.env_steps, generator=expected)
     trainer.update(traj, progress=0.0)
     assert torch.equal(trainer.minibatch_rng.get_state(), expected.get_state())
+
+
+@pytest.mark.parametrize(
+    "name, env_id, steps",
+    [("ppo", "CartPole-v1", 1024), ("grpo", "CartPole-v1", 1200), ("pg", "CartPole-v1", 600), ("grpo", ENV_ID, 900)],
+)
+def test_the_probe_never_moves_training(name, env_id, steps, monkeypatch):
+    # Batched (MLP) or one backward per split (TextGen's GRU, and batched_probe=False) or no probe at all: the
+    # same training, bit for bit; the probe's own columns agree to rounding between its two ways.
+    spec = RunSpec(algo_for(name, env_id, group_size=4), env_id, 0, steps, eval_episodes=2, eval_points=2)
+    batched, looped = train(spec), train(spec, batched_probe=False)
+    monkeypatch.setattr(train_module, "measure_gradient_noise", lambda *args: {})
+    unprobed = train(spec)
+    assert len(batched.metrics) > 1
+    rows = [training_rows(run, NOISE_COLUMNS) for run in (batched, looped, unprobed)]
+    assert rows[0] == rows[1] == rows[2]
+    assert batched.evals == looped.evals == unprobed.evals
+    for a, b in zip(batched.metrics, looped.metrics):
+        assert a["train/grad_cosine"] == pytest.approx(b["train/grad_cosine"], abs=1e-5)
+
+
+def test_every_run_records_what_measurement_cost():
+    s = train(RunSpec(small("ppo"), "CartPole-v1", 0, 300, eval_episodes=1, eval_points=1)).summary
+    assert 0 < s["probe_time_s"] < s["update_time_s"] and 0 < s["reference_time_s"] < s["update_time_s"]
+    assert s["measure_share"] == pytest.approx((s["probe_time_s"] + s["reference_time_s"]) / s["wall_time_s"])
 
 
 # ----------------------------------------------------------------------------------------------------------
