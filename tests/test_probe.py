@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import re
 from functools import partial
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from rlbench.cli import app
 from rlbench.envs.textgen import ENV_ID
 from rlbench.matrix import algo_for
 from rlbench.metrics import gradient_noise
 from rlbench.probe import split_gradients
+from rlbench.probe_bench import MODES, compare, summarize
 from rlbench.rng import stream_seed
 from rlbench.task import make_task
 from rlbench.train import Trainer, estimate_advantages, policy_objective, split
@@ -86,3 +90,23 @@ def test_gaussian_actions_are_batched_too():
 def test_textgen_keeps_one_backward_per_split():
     task = make_task(ENV_ID, {}, algo_for("grpo", ENV_ID), 0, 1)
     assert not Trainer(algo_for("grpo", ENV_ID), task, 0).batched_probe
+
+
+def test_bench_runs_each_cell_both_ways_and_prints_the_shares():
+    result = CliRunner().invoke(
+        app, ["bench", "probe", "--algos", "pg", "--envs", "CartPole-v1", "--preset", "smoke"], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    number = r"\s+([\d.]+)"
+    row = re.search(rf"│ pg\s+│ CartPole-v1\s+│\s+[\d.]+ │{number}% │{number}% │{number}% │{number}×", result.output)
+    batched, looped, reference, ratio = (float(g) for g in row.groups())
+    assert 0 < reference <= batched < 100 and 0 < looped < 100 and ratio > 0
+
+
+def test_bench_rows_are_the_run_summaries_of_identical_training():
+    runs = compare(["pg"], ["CartPole-v1"], preset="smoke")
+    assert list(runs["probe"]) == list(MODES.values()) and runs["env_steps"].nunique() == 1
+    shares = (runs["probe_time_s"] + runs["reference_time_s"]) / runs["wall_time_s"]
+    assert list(runs["measure_share"]) == pytest.approx(list(shares))
+    summary = summarize(runs).iloc[0]
+    assert summary["probe_ratio"] == pytest.approx(runs["probe_time_s"][0] / runs["probe_time_s"][1])
