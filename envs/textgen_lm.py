@@ -87,11 +87,6 @@ class Generation:
 class TokenLM(GRUTrunk):
     """π(token | prompt, answer so far): GRUTrunk → linear head over the N_ACTIONS generatable tokens."""
 
-    probe_batched = False
-    """The gradient-noise probe takes one backward per split (rlbench.probe): torch.func.vmap has no batching
-    rule for aten::gru.input, and a single backward batched over the splits (is_grads_batched) measured 1.8×
-    slower than the K backward passes here."""
-
     def __init__(self, d_model: int) -> None:
         super().__init__(d_model)
         self.head = nn.Linear(d_model, N_ACTIONS)

@@ -46,9 +46,6 @@ def mlp(n_in: int, n_out: int, hidden: int, out_std: float) -> nn.Sequential:
 class MLPPolicy(nn.Module):
     """π(a|s): categorical heads for Discrete/MultiDiscrete actions, diagonal Gaussian for Box actions."""
 
-    probe_batched = True
-    """evaluate runs under torch.func.vmap with a stacked copy of the parameters per split (rlbench.probe)."""
-
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, hidden: int) -> None:
         super().__init__()
         self.observation_space = observation_space
