@@ -441,7 +441,8 @@ def train(spec: RunSpec) -> RunResult:
         "wall_time_s": wall,
         "rollout_time_s": rollout_s,
         "update_time_s": update_s,
-        **_measure_summary(metrics, wall),
+        "probe_time_s": sum(row["time/probe_s"] for row in metrics),
+        "reference_time_s": sum(row["time/reference_s"] for row in metrics),
         "env_steps_per_s": env_steps / wall if wall > 0 else math.nan,
         "params_policy": sum(p.numel() for p in task.policy.parameters()),
         "params_critic": sum(p.numel() for p in task.critic.parameters()) if task.critic else 0,
@@ -494,15 +495,6 @@ def _compute_summary(metrics: list[dict], trainer: Trainer) -> dict[str, float]:
         "update_memory_bytes": sum(memory.values()),
         **memory,
     }
-
-
-def _measure_summary(metrics: list[dict], wall: float) -> dict[str, float]:
-    """Wall time of the gradient-noise probe and of the reference's forward passes (both inside update_time_s),
-    and measure_share = their sum / wall_time_s."""
-    probe = sum(row["time/probe_s"] for row in metrics)
-    reference = sum(row["time/reference_s"] for row in metrics)
-    share = (probe + reference) / wall if wall > 0 else math.nan
-    return {"probe_time_s": probe, "reference_time_s": reference, "measure_share": share}
 
 
 def _mean(rows: list[dict], key: str) -> float:

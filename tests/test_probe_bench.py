@@ -1,5 +1,5 @@
 """`rlbench bench probe` prints what measuring cost each run: the probe's and the reference forward's shares of
-its wall time, and their sum, measure_share, as the run summary records it."""
+its wall time (from the run summary's probe_time_s and reference_time_s), and their sum, measure_share."""
 
 import re
 
