@@ -22,6 +22,7 @@ from rlbench.matrix import (
     BUDGET_PRESETS,
     BUILTIN_ENVS,
     DEFAULT_ALGOS,
+    DEFAULT_ENVS,
     MatrixError,
     check_env_id,
     parse_floats,
@@ -294,6 +295,38 @@ def bench_sb3(
             f"{row.speed_vs_sb3:.2f}×",
             f"{row.final_return:.1f} ± {row.final_return_std:.1f}",
             f"{row.wall_time_s:.1f}",
+        )
+    console.print(table)
+
+
+@bench_app.command("probe")
+def bench_probe(
+    algos: Annotated[str, typer.Option(help="Comma-separated algorithms.")] = "ppo,grpo,pg",
+    envs: Annotated[str, typer.Option(help="Comma-separated env ids.")] = ",".join(DEFAULT_ENVS),
+    preset: Annotated[str, typer.Option(help="Budget preset of the runs.")] = "quick",
+    seed: Annotated[int, typer.Option(help="Seed of every run.")] = 0,
+    group_size: Annotated[int, typer.Option(help="G of group algorithms.")] = 8,
+) -> None:
+    """What the gradient-noise probe and the frozen reference's forward passes cost a run: their shares of its
+    wall time (one run per algorithm and env, one thread, in this process)."""
+    from rlbench.probe_bench import compare
+
+    try:
+        runs = compare(parse_list(algos, "--algos"), parse_list(envs, "--envs"), preset, seed, group_size)
+    except MatrixError as err:
+        raise fail(str(err)) from None
+    table = Table(title=f"what measuring costs a {preset} run (seed {seed}, 1 thread)")
+    columns = ("algo", "env", "wall (s)", "probe", "reference forward", "measure_share")
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("algo", "env") else "right")
+    for row in runs.itertuples():
+        table.add_row(
+            row.algo,
+            escape(row.env),
+            f"{row.wall_time_s:.1f}",
+            f"{row.probe_time_s / row.wall_time_s:.1%}",
+            f"{row.reference_time_s / row.wall_time_s:.1%}",
+            f"{row.measure_share:.1%}",
         )
     console.print(table)
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import rlbench.train as train_module
 from rlbench.algos import PRESETS
 from rlbench.envs.textgen import ENV_ID
 from rlbench.matrix import BUILTIN_ENVS, algo_for
@@ -108,6 +109,30 @@ def test_an_update_draws_from_the_minibatch_stream_only_for_its_minibatches():
         torch.randperm(traj.env_steps, generator=expected)
     trainer.update(traj, progress=0.0)
     assert torch.equal(trainer.minibatch_rng.get_state(), expected.get_state())
+
+
+@pytest.mark.parametrize(
+    "name, env_id, steps",
+    [("ppo", "CartPole-v1", 1024), ("grpo", "CartPole-v1", 1200), ("pg", "CartPole-v1", 600), ("grpo", ENV_ID, 900)],
+)
+def test_the_probe_never_moves_training(name, env_id, steps, monkeypatch):
+    # With the probe or without it (no probe at all: no forward, no backward, no draw from its stream), training
+    # is the same bit for bit, for the MLP policies and TextGen's GRU alike.
+    spec = RunSpec(algo_for(name, env_id, group_size=4), env_id, 0, steps, eval_episodes=2, eval_points=2)
+    probed = train(spec)
+    monkeypatch.setattr(train_module, "measure_gradient_noise", lambda *args: {})
+    unprobed = train(spec)
+    assert len(probed.metrics) > 1 and all(NOISE_COLUMNS <= row.keys() for row in probed.metrics)
+    assert training_rows(probed, NOISE_COLUMNS) == training_rows(unprobed)
+    assert probed.evals == unprobed.evals
+
+
+def test_every_run_records_what_measurement_cost():
+    result = train(RunSpec(small("ppo"), "CartPole-v1", 0, 300, eval_episodes=1, eval_points=1))
+    s = result.summary
+    assert s["probe_time_s"] == sum(row["time/probe_s"] for row in result.metrics) > 0
+    assert s["reference_time_s"] == sum(row["time/reference_s"] for row in result.metrics) > 0
+    assert s["probe_time_s"] + s["reference_time_s"] < s["update_time_s"]  # both are parts of the update
 
 
 # ----------------------------------------------------------------------------------------------------------
