@@ -31,6 +31,7 @@ from rlbench.matrix import (  # noqa: E402
 )
 from rlbench.reports import claims as C  # noqa: E402
 from rlbench.sb3_runner import train_sb3  # noqa: E402
+from rlbench.spec import RunSpec  # noqa: E402
 
 runner = CliRunner()
 SB3 = ("sb3_ppo", "sb3_a2c")
@@ -56,6 +57,7 @@ def test_sb3_run_directories_hold_the_files_of_a_native_run(sweep) -> None:
         config = json.loads((run / "config.json").read_text())
         assert config.keys() == json.loads((native / "config.json").read_text()).keys()
         assert config["algo"]["trainer"] == column and config["torch_threads"] == 1
+        assert config["versions"]["stable-baselines3"] == stable_baselines3.__version__
         summary = json.loads((run / "summary.json").read_text())
         assert summary["status"] == "ok"
         for key in ("final_return", "env_steps_per_s", "wall_time_s", "env_steps"):
@@ -151,3 +153,10 @@ def test_a_missing_sb3_names_the_extra(monkeypatch) -> None:
     monkeypatch.setattr(sb3_mapping, "sb3_installed", lambda: False)
     with pytest.raises(MatrixError, match=r"sb3_a2c needs Stable-Baselines3.*rlbench\[sb3\]"):
         resolve_spec("sb3_a2c", "CartPole-v1")
+
+
+def test_native_specs_record_no_trainer_so_older_sweeps_resume() -> None:
+    native, sb3 = resolve_spec("ppo", "CartPole-v1"), resolve_spec("sb3_ppo", "CartPole-v1")
+    assert "trainer" not in native.to_dict()["algo"] and sb3.to_dict()["algo"]["trainer"] == "sb3_ppo"
+    for spec in (native, sb3):
+        assert RunSpec.from_dict(spec.to_dict()) == spec
