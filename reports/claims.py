@@ -361,9 +361,9 @@ def evaluate(
     which then replace TESTS' own early-stopping test when that one's columns did not run. Columns another
     library trains (`sb3_ppo`, `sb3_a2c`: AlgoConfig.trainer) are left out of every test: they are references,
     not a claim's evidence."""
-    configs = {key: cfg for key, cfg in configs.items() if cfg.get("trainer", "rlbench") == "rlbench"}
-    native = {column for _, column in configs}
-    runs = runs[runs["algo"].isin(native)] if "algo" in runs else runs
+    others = {column for (_, column), cfg in configs.items() if cfg.get("trainer", "rlbench") != "rlbench"}
+    configs = {key: cfg for key, cfg in configs.items() if key[1] not in others}
+    runs = runs[~runs["algo"].isin(others)] if "algo" in runs else runs
     if tests is None:
         extra = early_stop_tests(configs)
         ran = {column for _, column in configs}
