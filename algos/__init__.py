@@ -28,6 +28,9 @@ def _discover() -> tuple[dict[str, AlgoConfig], dict[str, str]]:
 PRESETS, DESCRIPTIONS = _discover()
 """Name → preset, in the order `rlbench list` shows them (the ladder first, variants after)."""
 
+NATIVE: tuple[str, ...] = tuple(name for name, preset in PRESETS.items() if preset.trainer == "rlbench")
+"""Presets rlbench's own training loop trains; the others delegate training to another library (`trainer`)."""
+
 
 def order_key(column: str) -> tuple[int, int, float, str]:
     """Sort key of a matrix column: presets in PRESETS order (the ladder first), a family's `-gG` columns by G,
@@ -38,4 +41,4 @@ def order_key(column: str) -> tuple[int, int, float, str]:
     return (names.index(base) if base in names else len(names), g, beta, column)
 
 
-__all__ = ["AlgoConfig", "DESCRIPTIONS", "LADDER", "PRESETS", "order_key"]
+__all__ = ["AlgoConfig", "DESCRIPTIONS", "LADDER", "NATIVE", "PRESETS", "order_key"]

@@ -15,6 +15,7 @@ GroupBaseline = Literal["mean", "loo"]
 LossAgg = Literal["token", "sequence"]
 KLEstimator = Literal["k1", "k2", "k3"]
 KLPlacement = Literal["loss", "reward"]
+Trainer = Literal["rlbench", "sb3_ppo", "sb3_a2c"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ class AlgoConfig:
     """K disjoint minibatches whose gradients measure gradient noise (Ilyas et al. 2020)."""
     hidden: int = 64
     """Hidden width of MLP policy and critic (CleanRL: 64)."""
+    trainer: Trainer = "rlbench"
+    """Who trains the column: `rlbench` (the one training loop), or Stable-Baselines3's PPO or A2C given these
+    settings in SB3's terms (rlbench.sb3_runner; the `sb3` extra). Fixed by the preset, not settable."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -173,6 +177,8 @@ class AlgoConfig:
 
 _HINTS = get_type_hints(AlgoConfig)
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(AlgoConfig))
+SETTABLE: tuple[str, ...] = tuple(f for f in FIELDS if f not in ("name", "trainer"))
+"""Fields a user may set (--set, a column's own settings): all but the column's name and its trainer."""
 
 
 def _check_field(name: str, value: Any, hint: Any) -> None:

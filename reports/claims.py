@@ -358,7 +358,12 @@ def evaluate(
     """All tests on per-run measurements (reports.tables.per_run) → one row per (test, env) and per test
     'combined', columns ROW_COLUMNS. configs: (env, column) → resolved AlgoConfig as a dict. Pure and seeded.
     tests: by default TESTS plus C4's early-stopping test of every β column of the sweep (early_stop_tests),
-    which then replace TESTS' own early-stopping test when that one's columns did not run."""
+    which then replace TESTS' own early-stopping test when that one's columns did not run. Columns another
+    library trains (`sb3_ppo`, `sb3_a2c`: AlgoConfig.trainer) are left out of every test: they are references,
+    not a claim's evidence."""
+    others = {column for (_, column), cfg in configs.items() if cfg.get("trainer", "rlbench") != "rlbench"}
+    configs = {key: cfg for key, cfg in configs.items() if key[1] not in others}
+    runs = runs[~runs["algo"].isin(others)] if "algo" in runs else runs
     if tests is None:
         extra = early_stop_tests(configs)
         ran = {column for _, column in configs}

@@ -494,6 +494,12 @@ def _claims_section(r: Results, s: Section) -> None:
         f"Gradient noise scale: {n_inf} finished run(s) had Σ|G|² ≤ 0 (noise swamps the mean gradient); they count "
         "as infinitely noisy (∞ in the n column), which is why noise tests are rank-based (P(A > B))."
     )
+    others = sorted({a for (_, a), cfg in r.sweep.configs.items() if cfg.get("trainer", "rlbench") != "rlbench"})
+    if others:
+        s.text(
+            f"Columns another library trains ({', '.join(others)}: Stable-Baselines3) are shown beside the native "
+            "ones in the other sections and take part in no test here."
+        )
     for c in C.CLAIMS:
         rows = table[table.claim == c.id]
         s.text(f"**{c.id} — {verdicts[c.id]}.** {c.statement}")

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from rlbench import api, display, store
 from rlbench import tensorboard as tb
-from rlbench.algos import DESCRIPTIONS, PRESETS, AlgoConfig
+from rlbench.algos import DESCRIPTIONS, NATIVE, PRESETS, AlgoConfig
 from rlbench.executor import check_contract_isolated
 from rlbench.matrix import (
     BUDGET_PRESETS,
@@ -208,6 +208,9 @@ def bench_textgen(
 
     try:
         names = resolve_algos(parse_list(algos, "--algos"))
+        others = [n for n in names if n not in NATIVE]
+        if others:
+            raise MatrixError(f"{', '.join(others)}: not trained by rlbench's loop; allowed: {', '.join(NATIVE)}")
         if repeats <= 0:
             raise MatrixError(f"--repeats must be > 0, got {repeats}")
     except MatrixError as err:
@@ -273,10 +276,8 @@ def bench_sb3(
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
 ) -> None:
     """rlbench's ppo vs Stable-Baselines3's PPO with the same hyperparameters: env steps/s and final return."""
-    try:
-        from rlbench.compare_sb3 import compare, summarize
-    except ImportError:
-        raise fail("the SB3 comparison needs stable-baselines3: pip install 'rlbench[dev]'") from None
+    from rlbench.compare_sb3 import compare, summarize
+
     try:
         check_env_id(env)
         seed_values = parse_ints(seeds, "--seeds")
@@ -347,7 +348,7 @@ def fingerprints(
         return
     failed, said = False, ""
     for env_id in fp.ENVS:
-        for name in PRESETS:
+        for name in NATIVE:
             path = fp.path_for(folder, name, env_id)
             if not path.is_file():
                 failed = True

@@ -20,13 +20,19 @@ from rlbench.store import Outcome, Sweep
 
 
 def train_in_worker(spec_data: dict[str, Any]) -> Any:
-    """Train one spec with one torch thread; returns rlbench.train.RunResult (raises on a crash)."""
+    """Train one spec with one torch thread, by rlbench's loop or the library its trainer names (Stable-Baselines3:
+    rlbench.sb3_runner); returns rlbench.train.RunResult (raises on a crash)."""
     import torch
 
-    from rlbench.train import train
-
+    spec = RunSpec.from_dict(spec_data)
     torch.set_num_threads(1)
-    return train(RunSpec.from_dict(spec_data))
+    if spec.algo.trainer == "rlbench":
+        from rlbench.train import train
+
+        return train(spec)
+    from rlbench.sb3_runner import train_sb3
+
+    return train_sb3(spec)
 
 
 @dataclass(frozen=True)

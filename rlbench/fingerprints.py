@@ -253,12 +253,12 @@ def _rel(a: Any, b: Any, scale: float | None) -> str:
 
 def regenerate(path: Path) -> list[str]:
     """Rewrite every (env, preset) fingerprint under `path`; return what changed ('env/algo: …' lines)."""
-    from rlbench.algos import PRESETS
+    from rlbench.algos import NATIVE
 
     changes: list[str] = []
     expected = set()
     for env_id in ENVS:
-        for name in PRESETS:
+        for name in NATIVE:
             fresh = compute(name, env_id)
             file = path_for(path, name, env_id)
             expected.add(file)

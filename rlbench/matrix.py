@@ -14,10 +14,11 @@ from typing import Any
 import gymnasium as gym
 
 from rlbench.algos import PRESETS, AlgoConfig
-from rlbench.algos.config import FIELDS
+from rlbench.algos.config import SETTABLE
 from rlbench.envs import textgen
 from rlbench.registry import BUILTIN_ENVS
 from rlbench.rollout import env_spec
+from rlbench.sb3_mapping import check_sb3_column
 from rlbench.spec import RunSpec
 
 
@@ -58,9 +59,10 @@ zero in --seeds) should be refused at once rather than spend minutes building ce
 DEFAULT_ALGOS = ("pg", "pg_centred", "critic", "ppo", "ppo_noclip", "ppo_kl", "grpo", "grpo_critic")
 """What `--algos all` runs: the ladder plus the control columns the claims' primary tests compare it with."""
 
-CONTROLS = {"pg_centred": "pg", "ppo_noclip": "ppo", "grpo_critic": "grpo"}
-"""Control preset → the preset it ablates: the control takes the env's and the user's settings of that preset
-first, so a primary test's two columns still differ only in the claim's factor (e.g. TextGen's grpo β = 1)."""
+CONTROLS = {"pg_centred": "pg", "ppo_noclip": "ppo", "grpo_critic": "grpo", "sb3_ppo": "ppo"}
+"""Control preset → the preset it ablates or mirrors: the control takes the env's and the user's settings of that
+preset first, so a primary test's two columns still differ only in the claim's factor (e.g. TextGen's grpo β = 1),
+and `sb3_ppo` runs with `ppo`'s settings on each env (`--set ppo.lr=…` changes both)."""
 
 CONTROL_GROUP_SIZES = (4, 8)
 """G values of a group-collection control without the group advantage (`grpo_critic`), when the sweep has
@@ -137,9 +139,8 @@ def group_overrides(pairs: list[tuple[str, Any]], algo_names: list[str]) -> dict
         target, _, name = key.rpartition(".")
         if target and target not in algo_names:
             raise MatrixError(f"setting {key!r}: unknown algorithm {target!r}; allowed: {', '.join(algo_names)}")
-        if name not in FIELDS or name == "name":
-            allowed = ", ".join(f for f in FIELDS if f != "name")
-            raise MatrixError(f"setting {key!r}: unknown field {name!r}; allowed: {allowed}")
+        if name not in SETTABLE:
+            raise MatrixError(f"setting {key!r}: unknown field {name!r}; allowed: {', '.join(SETTABLE)}")
         out.setdefault(target or None, {})[name] = value
     return out
 
@@ -180,9 +181,8 @@ def parse_column(entry: str | ColumnRequest) -> list[ColumnRequest]:
     for request in requests:
         resolve_algos([request.preset])
         for key, _ in request.settings:
-            if key not in FIELDS or key == "name":
-                allowed = ", ".join(f for f in FIELDS if f != "name")
-                raise MatrixError(f"setting {key!r} of {request.preset}: unknown field; allowed: {allowed}")
+            if key not in SETTABLE:
+                raise MatrixError(f"setting {key!r} of {request.preset}: unknown field; allowed: {', '.join(SETTABLE)}")
     return requests
 
 
@@ -349,7 +349,23 @@ def build_cells(
                         resolved, env_request.id, seed, budget, preset.eval_episodes, points, dict(env_request.kwargs)
                     )
                 )
+    check_trainers(cells)
     return cells
+
+
+def check_trainers(cells: list[RunSpec]) -> None:
+    """MatrixError for a column Stable-Baselines3 trains on an env, or with settings, SB3 cannot run
+    (rlbench.sb3_mapping.check_sb3_column: the message names the column, the env and what is allowed)."""
+    checked = set()
+    for cell in cells:
+        key = (cell.algo, cell.env_id, json.dumps(cell.env_kwargs, sort_keys=True), cell.steps)
+        if cell.algo.trainer == "rlbench" or key in checked:
+            continue
+        checked.add(key)
+        try:
+            check_sb3_column(cell.algo, cell.env_id, cell.env_kwargs, cell.steps)
+        except ValueError as err:
+            raise MatrixError(str(err)) from None
 
 
 def _describe(request: ColumnRequest) -> str:

@@ -16,10 +16,12 @@ STREAMS: dict[str, int] = {
     "actions": 5,
     "minibatches": 6,
     "noise": 7,
+    "sb3": 8,
 }
 """Stream name → key: `env_starts` (reset seeds of Gymnasium envs), `prompts` (TextGen training prompts),
 `init` (network initialisation), `actions` (sampled actions and tokens), `minibatches` (minibatch shuffles),
-`noise` (the gradient-noise probe's splits, a measurement)."""
+`noise` (the gradient-noise probe's splits, a measurement), `sb3` (the one seed a Stable-Baselines3 column gives
+SB3, which draws everything from it)."""
 
 
 def np_stream(seed: int, name: str) -> np.random.Generator:

@@ -89,9 +89,10 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def provenance() -> dict[str, Any]:
-    """Package versions, platform and git revision, recorded in every run's config.json."""
+    """Package versions (stable-baselines3: None unless installed), platform and git revision, recorded in every
+    run's config.json."""
     versions = {}
-    for name in ("rlbench", "torch", "numpy", "gymnasium", "pandas"):
+    for name in ("rlbench", "torch", "numpy", "gymnasium", "pandas", "stable-baselines3"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

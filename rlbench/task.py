@@ -56,11 +56,54 @@ def gym_task(env_id: str, env_kwargs: dict[str, Any], cfg: AlgoConfig, seed: int
     env = collector.env
     policy = MLPPolicy(env.single_observation_space, env.single_action_space, cfg.hidden)
     critic = MLPCritic(env.single_observation_space, cfg.hidden) if cfg.uses_critic else None
+    return Task(
+        policy=policy, critic=critic, collector=collector, evaluate=evaluator(env_id, env_kwargs, eval_episodes)
+    )
+
+
+def evaluator(env_id: str, env_kwargs: dict[str, Any], eval_episodes: int) -> Callable[[Any], dict[str, float]]:
+    """rlbench's held-out evaluation of a Gymnasium env: episode i resets with seed EVAL_SEED_BASE − i, the model's
+    `act(obs, generator, deterministic=True)` picks every action; returns eval/return_mean and eval/return_std."""
     eval_env = make_vec_env(env_id, eval_episodes, env_kwargs, fast=False)
     eval_seeds = [EVAL_SEED_BASE - i for i in range(eval_episodes)]
 
-    def evaluate(model: nn.Module) -> dict[str, float]:
+    def evaluate(model: Any) -> dict[str, float]:
         returns = run_episodes(eval_env, model, eval_seeds, torch.Generator(), deterministic=True).episode_returns
         return {"eval/return_mean": float(np.mean(returns)), "eval/return_std": float(np.std(returns))}
 
-    return Task(policy=policy, critic=critic, collector=collector, evaluate=evaluate)
+    return evaluate
+
+
+class Evaluations:
+    """When a run evaluates and what it recorded (evals.parquet's rows): checkpoint 0 before training, checkpoint
+    k after the first update that reaches k/points of the budget (an update crossing several evaluates once, for
+    the last), and checkpoint `points` at the end of training if no update reached it, so every curve has points
+    at the same env steps whatever the batch size, and its last point is the trained policy."""
+
+    def __init__(self, evaluate: Callable[[Any], dict[str, float]], total_steps: int, points: int) -> None:
+        self.evaluate, self.total_steps, self.points = evaluate, total_steps, points
+        self.next = 1
+        self.rows: list[dict] = []
+
+    def _record(self, model: Any, update: int, env_steps: int, checkpoint: int) -> None:
+        self.rows.append({"update": update, "env_steps": env_steps, "checkpoint": checkpoint, **self.evaluate(model)})
+
+    def before_training(self, model: Any) -> None:
+        """Checkpoint 0."""
+        self._record(model, 0, 0, 0)
+
+    def after_update(self, model: Any, update: int, env_steps: int) -> None:
+        """The checkpoint due once update `update` brought the run to env_steps, if one is."""
+        if env_steps * self.points >= self.total_steps * self.next:
+            checkpoint = min(self.points, env_steps * self.points // self.total_steps)
+            self._record(model, update, env_steps, checkpoint)
+            self.next = checkpoint + 1
+
+    def at_end(self, model: Any, update: int, env_steps: int) -> None:
+        """The last checkpoint, unless an update already reached it."""
+        if self.next <= self.points:
+            self._record(model, update, env_steps, self.points)
+
+    def final(self, update: int) -> dict:
+        """The evaluation of the policy after update `update` if it was the last recorded, else {}."""
+        return self.rows[-1] if self.rows and self.rows[-1]["update"] == update else {}

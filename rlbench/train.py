@@ -29,7 +29,7 @@ from rlbench.metrics import (
 from rlbench.rng import stream_seed, torch_stream
 from rlbench.rollout import RunFault, Trajectories
 from rlbench.spec import RunSpec, Status
-from rlbench.task import Task, make_task
+from rlbench.task import Evaluations, Task, make_task
 
 CLIP_REFERENCE = 0.2
 """ε of train/clip_fraction (the share of samples whose ratio π_new/π_old ended the update outside
@@ -147,6 +147,10 @@ class Trainer:
     """
 
     def __init__(self, cfg: AlgoConfig, task: Task, seed: int, flops: FlopMeter | None = None) -> None:
+        if cfg.trainer != "rlbench":
+            raise ValueError(
+                f"{cfg.name} is trained by {cfg.trainer}, not rlbench's loop (rlbench.executor dispatches)"
+            )
         self.cfg = cfg
         self.policy, self.critic = task.policy, task.critic
         self.reference = copy.deepcopy(self.policy).requires_grad_(False)
@@ -381,24 +385,20 @@ def train(spec: RunSpec) -> RunResult:
     Each batch is collected with the budget left (rlbench.rollout: the last batch is cut at the budget), so
     no run trains on more than its budget. Training ends at the budget, or earlier when the steps
     left give a batch with fewer units than the update splits into (minibatches, noise probe); that batch is
-    discarded unused. Evaluation runs before training (checkpoint 0), after the first update that reaches
-    k/eval_points of the budget (checkpoint k; an update crossing several evaluates once, for the last), and
-    at the end of training as checkpoint eval_points if no update reached it, so every curve has points at
-    the same env steps whatever the batch size and its last point is the trained policy.
+    discarded unused. Evaluations follow rlbench.task.Evaluations.
     """
     cfg, seed, total_steps, eval_points = spec.algo, spec.seed, spec.steps, spec.eval_points
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stream_seed(seed, "init"))
         task = make_task(spec.env_id, spec.env_kwargs, cfg, seed, spec.eval_episodes)
     trainer = Trainer(cfg, task, seed)
-    metrics, evals = [], []
+    metrics, evals = [], Evaluations(task.evaluate, total_steps, eval_points)
     env_steps, update = 0, 0
     status, reason = Status.OK, ""
     rollout_s = update_s = 0.0
     start = time.perf_counter()
     try:
-        evals.append({"update": 0, "env_steps": 0, "checkpoint": 0, **task.evaluate(task.policy)})
-        next_point = 1
+        evals.before_training(task.policy)
         while env_steps < total_steps:
             t0 = time.perf_counter()
             traj = task.collector.collect(task.policy, trainer.action_rng, total_steps - env_steps)
@@ -411,16 +411,8 @@ def train(spec: RunSpec) -> RunResult:
             update += 1
             rollout_s, update_s = rollout_s + (t1 - t0), update_s + (t2 - t1)
             metrics.append(_update_row(update, env_steps, traj, row, t0, t1, t2))
-            if env_steps * eval_points >= total_steps * next_point:
-                next_point = min(eval_points, env_steps * eval_points // total_steps)
-                evals.append(
-                    {"update": update, "env_steps": env_steps, "checkpoint": next_point, **task.evaluate(task.policy)}
-                )
-                next_point += 1
-        if next_point <= eval_points:
-            evals.append(
-                {"update": update, "env_steps": env_steps, "checkpoint": eval_points, **task.evaluate(task.policy)}
-            )
+            evals.after_update(task.policy, update, env_steps)
+        evals.at_end(task.policy, update, env_steps)
     except RunFault as fault:
         status, reason = fault.status, str(fault)
         if fault.env_step is not None:
@@ -430,7 +422,7 @@ def train(spec: RunSpec) -> RunResult:
     finally:
         task.collector.close()
     wall = time.perf_counter() - start
-    final = evals[-1] if evals and evals[-1]["update"] == update else {}
+    final = evals.final(update)
     summary = {
         "status": status,
         "reason": reason,
@@ -451,7 +443,7 @@ def train(spec: RunSpec) -> RunResult:
         "grad_cosine_mean": _mean(metrics, "train/grad_cosine"),
         "grad_noise_scale": _ratio_of_sums(metrics, "train/grad_noise_trace", "train/grad_sq_norm"),
     }
-    return RunResult(metrics=metrics, evals=evals, summary=summary)
+    return RunResult(metrics=metrics, evals=evals.rows, summary=summary)
 
 
 def _splittable(cfg: AlgoConfig, traj: Trajectories) -> bool:

@@ -13,3 +13,17 @@ def run_args(out: Path | None = None, *, report: bool = False, preset: str = "sm
     if out is not None:
         args += ["--out", str(out)]
     return args if report else [*args, "--no-report"]
+
+
+def assert_refused(out: Path, args: list[str], words: list[str]) -> None:
+    """`rlbench run --preset smoke --out OUT ARGS…` exits 2 with a message naming every word, and writes nothing."""
+    from typer.testing import CliRunner
+
+    from rlbench.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--preset", "smoke", "--out", str(out), *args])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    for word in words:
+        assert word in message, (word, message)
+    assert not out.exists()

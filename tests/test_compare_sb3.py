@@ -8,8 +8,9 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
-from rlbench.compare_sb3 import COLUMNS, compare, sb3_kwargs, summarize  # noqa: E402
+from rlbench.compare_sb3 import COLUMNS, compare, summarize  # noqa: E402
 from rlbench.matrix import algo_for  # noqa: E402
+from rlbench.sb3_mapping import sb3_kwargs  # noqa: E402
 
 
 def test_compare_tiny_budget() -> None:

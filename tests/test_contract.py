@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rlbench.algos import PRESETS
+from rlbench.algos import NATIVE, PRESETS
 from rlbench.matrix import BUILTIN_ENVS
 from rlbench.spec import RunSpec
 from rlbench.task import make_task
@@ -31,7 +31,7 @@ def small(name: str):
 
 
 @pytest.mark.parametrize("env_id", list(BUILTIN_ENVS))
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("name", NATIVE)
 def test_every_algorithm_updates_on_every_env(name, env_id):
     cfg = small(name)
     task = make_task(env_id, {}, cfg, seed=0, eval_episodes=2)

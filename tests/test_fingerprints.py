@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from rlbench import fingerprints
-from rlbench.algos import PRESETS, losses
+from rlbench.algos import NATIVE, PRESETS, losses
 
 STORED = Path(__file__).parent / "regression"
 
 
-CASES = [(env_id, name) for env_id in fingerprints.ENVS for name in PRESETS]
+CASES = [(env_id, name) for env_id in fingerprints.ENVS for name in NATIVE]
 
 
 @pytest.fixture(scope="module")

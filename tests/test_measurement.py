@@ -8,7 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import rlbench.train as train_module
-from rlbench.algos import PRESETS
+from rlbench.algos import NATIVE, PRESETS
 from rlbench.envs.textgen import ENV_ID
 from rlbench.matrix import BUILTIN_ENVS, algo_for
 from rlbench.metrics import FlopMeter, SavedBytes
@@ -140,7 +140,7 @@ def test_every_run_records_what_measurement_cost():
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", ENV_ID])
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("name", NATIVE)
 def test_no_run_trains_past_its_smoke_budget(name, env_id):
     budget = BUILTIN_ENVS[env_id].budgets["smoke"]
     cfg = algo_for(name, env_id, group_size=16)

@@ -11,7 +11,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import rlbench.envs  # noqa: F401  (registers rlbench/TextGen-v0)
-from rlbench.algos import PRESETS
+from rlbench.algos import NATIVE
 from rlbench.envs.textgen import (
     BANG,
     ENV_ID,
@@ -247,7 +247,7 @@ def test_ppo_without_kl_finds_the_loophole_on_a_tiny_budget() -> None:
 # Every algorithm in the shared loop
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("name", NATIVE)
 def test_every_algorithm_runs_on_textgen(name: str) -> None:
     result = train(RunSpec(small(name), ENV_ID, 0, 250, eval_episodes=1, eval_points=4))
     assert result.summary["status"] == "ok" and result.summary["updates"] >= 2
