@@ -63,12 +63,8 @@ class RunSpec:
         return Path(out) / env_slug(self.env_id) / self.algo.name / f"seed{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved spec as plain data (what config.json and sweep.json record). A column rlbench trains records
-        no `trainer`, as before that field existed, so older sweeps keep their plan hash and resume."""
-        data = dataclasses.asdict(self)
-        if data["algo"]["trainer"] == "rlbench":
-            del data["algo"]["trainer"]
-        return data
+        """The resolved spec as plain data (what config.json and sweep.json record)."""
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:

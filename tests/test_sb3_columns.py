@@ -155,8 +155,8 @@ def test_a_missing_sb3_names_the_extra(monkeypatch) -> None:
         resolve_spec("sb3_a2c", "CartPole-v1")
 
 
-def test_native_specs_record_no_trainer_so_older_sweeps_resume() -> None:
+def test_specs_record_their_trainer_and_read_back_equal() -> None:
     native, sb3 = resolve_spec("ppo", "CartPole-v1"), resolve_spec("sb3_ppo", "CartPole-v1")
-    assert "trainer" not in native.to_dict()["algo"] and sb3.to_dict()["algo"]["trainer"] == "sb3_ppo"
+    assert native.to_dict()["algo"]["trainer"] == "rlbench" and sb3.to_dict()["algo"]["trainer"] == "sb3_ppo"
     for spec in (native, sb3):
         assert RunSpec.from_dict(spec.to_dict()) == spec
