@@ -368,6 +368,7 @@ def compute(sweep: Sweep, seed: int) -> Results:
 
 PANEL_GROUPS = (
     ("REINFORCE family (whole episodes, one step)", lambda c: c["collect"] == "episodes" and c["group_size"] <= 1),
+    ("A2C: one gradient step per batch of env steps", lambda c: c["collect"] == "steps" and c["epochs"] == 1),
     ("PPO family (GAE, epochs of minibatches)", lambda c: c["collect"] == "steps"),
     ("GRPO: group baseline, G episodes per start", lambda c: c["advantage"] == "group"),
     ("group sampling with a critic baseline", lambda c: True),

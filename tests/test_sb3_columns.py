@@ -4,8 +4,10 @@ equal seeds give equal metrics, and bad input is refused up front."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -160,3 +162,12 @@ def test_specs_record_their_trainer_and_read_back_equal() -> None:
     assert native.to_dict()["algo"]["trainer"] == "rlbench" and sb3.to_dict()["algo"]["trainer"] == "sb3_ppo"
     for spec in (native, sb3):
         assert RunSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_a2c_gets_its_own_learning_curve_panel_and_sb3_ppo_sits_beside_ppo() -> None:
+    from rlbench.reports.render import panel_groups
+
+    columns = ["ppo", "sb3_ppo", "sb3_a2c"]
+    configs = {("CartPole-v1", c): dataclasses.asdict(resolve_spec(c, "CartPole-v1").algo) for c in columns}
+    groups = panel_groups(SimpleNamespace(algos=columns, configs=configs))
+    assert sorted(groups.values()) == [["ppo", "sb3_ppo"], ["sb3_a2c"]]
