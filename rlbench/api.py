@@ -36,7 +36,7 @@ from rlbench.matrix import (
     qualify,
     resolve_envs,
 )
-from rlbench.spec import RunSpec
+from rlbench.spec import DONE, RunSpec
 from rlbench.store import Outcome
 
 if TYPE_CHECKING:
@@ -190,9 +190,9 @@ def write_tensorboard(cells: list[RunSpec], out: Path) -> int:
     """TensorBoard events for every run of the matrix that recorded metrics; returns how many runs have them."""
     written = 0
     for cell in cells:
-        run_dir = cell.run_dir(out)
-        if (run_dir / store.METRICS).is_file() and (run_dir / store.EVALS).is_file():
-            tb.write_events(run_dir, pd.read_parquet(run_dir / store.METRICS), pd.read_parquet(run_dir / store.EVALS))
+        record = store.read_record(out, cell)
+        if record.status in DONE:
+            tb.write_events(record.run_dir, record.metrics(), record.evals())
             written += 1
     return written
 

@@ -124,7 +124,7 @@ def run_end(outcome: Outcome) -> RunEnd:
     """The run's status, final evaluation return and training time from its summary.json (NaN without one)."""
     if outcome.status not in DONE:
         return RunEnd(outcome.status)
-    summary = store.read_json(Path(outcome.run_dir) / store.SUMMARY)
+    summary = outcome.record().summary
     return RunEnd(outcome.status, _summary_float(summary["final_return"]), _summary_float(summary["wall_time_s"]))
 
 
@@ -140,14 +140,10 @@ TEXT_METRICS = {"gold": "eval/gold_mean", "proxy": "eval/proxy_mean", "gap": "ev
 """Columns of the summary for envs whose evaluations log gold and proxy reward (TextGen)."""
 
 
-def final_evals(run_dirs: pd.Series) -> pd.DataFrame:
-    """TEXT_METRICS' columns of each run's last evaluation, indexed like run_dirs (NaN where not logged)."""
-    rows = []
-    for run_dir in run_dirs:
-        path = Path(run_dir) / store.EVALS
-        evals = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
-        rows.append(evals.iloc[-1].to_dict() if len(evals) else {})
-    return pd.DataFrame(rows, index=run_dirs.index).reindex(columns=list(TEXT_METRICS.values()))
+def final_evals(records: list[store.RunRecord]) -> pd.DataFrame:
+    """TEXT_METRICS' columns of each run's last evaluation, a row per record (NaN where not logged)."""
+    last = [evals.iloc[-1].to_dict() if len(evals) else {} for evals in (r.evals() for r in records)]
+    return pd.DataFrame(last).reindex(index=range(len(records)), columns=list(TEXT_METRICS.values()))
 
 
 def mean_std(values: pd.Series, places: int | None = None) -> str:
@@ -184,11 +180,10 @@ def env_table(env: str, rows: pd.DataFrame) -> Table:
 
 def print_results(console: Console, out: Path) -> None:
     """Per env, a table of every column's final result across its seeds (TextGen: gold, proxy and gap)."""
-    df = store.load_summaries(out)
-    if df.empty or "final_return" not in df:
+    records = [r for r in store.read_sweep(out)[0] if r.status in DONE]
+    if not records:
         return
-    done = df[df["status"].isin(DONE)]
-    done = done.join(final_evals(done["run_dir"]))
+    done = store.summary_rows(records).join(final_evals(records))
     for env, rows in done.groupby("env", sort=False):
         console.print(env_table(str(env), rows))
 

@@ -132,6 +132,10 @@ class Outcome:
     status: Status
     reason: str = ""
 
+    def record(self) -> RunRecord:
+        """The run as the store holds it now (its summary and frames read from its files)."""
+        return RunRecord(self.spec, Path(self.run_dir), self.status, self.reason)
+
 
 def resolve_status(run_dir: Path) -> tuple[Status, str]:
     """The one rule for a run's status and reason: summary.json's status, else FAILED with failure.json's
@@ -228,11 +232,6 @@ def summary_rows(records: list[RunRecord]) -> pd.DataFrame:
         for r in records
     ]
     return pd.DataFrame(rows)
-
-
-def load_summaries(out: Path) -> pd.DataFrame:
-    """summary_rows of every run the plan of `out` holds."""
-    return summary_rows(read_sweep(out)[0])
 
 
 class Sweep:
