@@ -106,3 +106,68 @@ class MLPCritic(nn.Module):
     def value(self, units: dict[str, Tensor]) -> Tensor:
         """V(s) for units["obs"] of shape [..., d]; returns [...]."""
         return self.net(units["obs"]).squeeze(-1)
+
+
+def _stacked_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """x[k] @ weight[k] + bias[k] for every member k, each row bit for bit what nn.Linear gives: one baddbmm, or
+    one addmm per member for a single output unit (baddbmm's result then depends on the number of members)."""
+    if weight.shape[-1] == 1:
+        return torch.stack([torch.addmm(bias[k], x[k], weight[k]) for k in range(len(x))])
+    return torch.baddbmm(bias, x, weight)
+
+
+class StackedPolicies:
+    """The MLP policies of a batch of seeds as one computation: each layer's parameters stacked along a leading
+    member dimension, so one batched matrix product (baddbmm) serves every member, while each member samples
+    from its own generator. Row k of the output equals `policies[members[k]].act` on row k of the input (the
+    same operations per row; tests/test_seed_batch.py checks it bit for bit). Built once per collection: the
+    policies must not change while it is in use."""
+
+    def __init__(self, policies: list[MLPPolicy]) -> None:
+        linear = [i for i, layer in enumerate(policies[0].net) if isinstance(layer, nn.Linear)]
+        with torch.no_grad():
+            self.layers = [
+                (
+                    torch.stack([p.net[i].weight for p in policies]).transpose(1, 2),
+                    torch.stack([p.net[i].bias for p in policies])[:, None],
+                )
+                for i in linear
+            ]
+            self.log_std = None if policies[0].log_std is None else torch.stack([p.log_std for p in policies])
+        self.heads = policies[0].heads
+        self.selected: tuple[tuple[int, ...], list[tuple[Tensor, Tensor]], Tensor | None] | None = None
+
+    def _select(self, members: tuple[int, ...]) -> tuple[list[tuple[Tensor, Tensor]], Tensor | None]:
+        """The stacked parameters of `members` (cached until the members change)."""
+        if self.selected is None or self.selected[0] != members:
+            index = torch.as_tensor(members)
+            layers = [(weight[index], bias[index]) for weight, bias in self.layers]
+            self.selected = (members, layers, None if self.log_std is None else self.log_std[index])
+        return self.selected[1], self.selected[2]
+
+    @torch.no_grad()
+    def act(
+        self, obs: Tensor, members: tuple[int, ...], generators: list[torch.Generator], deterministic: bool = False
+    ) -> Tensor:
+        """Actions for obs [len(members), N, d]: row k by policy members[k], sampled with generators[k]."""
+        layers, log_std = self._select(members)
+        x = obs
+        for i, (weight, bias) in enumerate(layers):
+            x = _stacked_linear(x, weight, bias)
+            if i < len(layers) - 1:
+                x = torch.tanh(x)
+        if log_std is not None:
+            if deterministic:
+                return x
+            std = log_std.exp()
+            return torch.stack([x[k] + std[k] * torch.randn(x[k].shape, generator=g) for k, g in enumerate(generators)])
+        picks = []
+        for part in x.split(self.heads, dim=-1):
+            logp = torch.log_softmax(part, dim=-1)
+            if deterministic:
+                picks.append(logp.argmax(dim=-1))
+                continue
+            probs = logp.exp()
+            draws = [torch.multinomial(probs[k], 1, generator=g).squeeze(-1) for k, g in enumerate(generators)]
+            picks.append(torch.stack(draws))
+        return picks[0] if len(picks) == 1 else torch.stack(picks, dim=-1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -25,7 +26,7 @@ from torch import Tensor
 from rlbench.algos.config import AlgoConfig
 from rlbench.envs.classic_vector import VECTOR_ENTRY_POINTS as BATCHED_CLASSIC
 from rlbench.envs.classic_vector import BatchedClassicEnv
-from rlbench.policies import MLPPolicy, encode_obs
+from rlbench.policies import MLPPolicy, StackedPolicies, encode_obs
 from rlbench.rng import np_stream
 from rlbench.spec import Status
 
@@ -131,33 +132,42 @@ def _to_env_action(space: gym.Space, action: Tensor) -> np.ndarray:
 
 
 class _Recorder:
-    """Accumulates per-step arrays of a vector env and stacks them as [N, T] tensors."""
+    """Accumulates per-step arrays of a vector env whose sub-envs are `members` × `streams` (member m owns
+    streams m·streams … m·streams + streams − 1) and stacks one member's columns as [N, T] tensors."""
 
-    def __init__(self, num_envs: int, carry: _Recorder | None = None, every_obs: bool = False) -> None:
+    def __init__(self, members: int, streams: int, carry: _Recorder | None = None, every_obs: bool = False) -> None:
         """`carry`: the previous update's recorder, whose unfinished episodes continue here. `every_obs`: every
         returned observation is used (autoreset continues episodes), not only those after a real transition."""
-        self.every_obs = every_obs
+        self.members, self.streams, self.every_obs = members, streams, every_obs
+        total = members * streams
         self.obs, self.act, self.rew, self.term, self.end, self.valid = [], [], [], [], [], []
-        self.running_return = np.zeros(num_envs) if carry is None else carry.running_return
-        self.running_length = np.zeros(num_envs, dtype=np.int64) if carry is None else carry.running_length
-        self.returns: list[float] = []
-        self.lengths: list[int] = []
-        self.steps = 0
-        """Valid steps recorded so far."""
+        self.running_return = np.zeros(total) if carry is None else carry.running_return
+        self.running_length = np.zeros(total, dtype=np.int64) if carry is None else carry.running_length
+        self.finished: list[tuple[int, float, int]] = []
+        """(stream, return, length) of every episode that ended, in the order they ended."""
+        self.steps = np.zeros(members, dtype=np.int64)
+        """Valid steps recorded so far, per member."""
 
-    def add(self, obs: Tensor, act: Tensor, rew, term, trunc, valid: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
-        """Record one vector step; raise RunFault(env_nan) on a non-finite reward or next observation."""
+    def add(
+        self, obs: Tensor, act: Tensor, rew, term, trunc, valid: np.ndarray, next_obs: np.ndarray
+    ) -> tuple[np.ndarray, dict[int, RunFault]]:
+        """Record one vector step. Returns which streams ended an episode, and a RunFault(env_nan) for each member
+        given a non-finite reward or next observation (that member's step is not to be used)."""
         rew = np.asarray(rew, dtype=np.float64)
         flat = np.asarray(next_obs, dtype=np.float64).reshape(len(valid), -1)
         used = valid | self.every_obs
+        faults: dict[int, RunFault] = {}
         for what, bad in (
             ("reward", ~np.isfinite(rew) & valid),
             ("observation", ~np.isfinite(flat).all(axis=1) & used),
         ):
-            if bad.any():
-                before = int(sum(v.sum() for v in self.valid))
-                env_step = before + int(valid[: int(np.flatnonzero(bad)[0]) + 1].sum())
-                raise RunFault(Status.ENV_NAN, f"non-finite {what} from the environment", env_step)
+            for member in np.unique(np.flatnonzero(bad) // self.streams):
+                if int(member) in faults:
+                    continue
+                rows = slice(member * self.streams, (member + 1) * self.streams)
+                first = int(np.flatnonzero(bad[rows])[0])
+                env_step = int(self.steps[member]) + int(valid[rows][: first + 1].sum())
+                faults[int(member)] = RunFault(Status.ENV_NAN, f"non-finite {what} from the environment", env_step)
         rew = np.where(valid, rew, 0.0)
         done = (np.asarray(term) | np.asarray(trunc)) & valid
         self.obs.append(obs)
@@ -166,118 +176,249 @@ class _Recorder:
         self.term.append(np.asarray(term) & valid)
         self.end.append(done | ~valid)
         self.valid.append(valid)
-        self.steps += int(valid.sum())
+        self.steps += valid.reshape(self.members, self.streams).sum(axis=1)
         self.running_return += rew
         self.running_length += valid
         for i in np.flatnonzero(done):
-            self.returns.append(float(self.running_return[i]))
-            self.lengths.append(int(self.running_length[i]))
+            self.finished.append((int(i), float(self.running_return[i]), int(self.running_length[i])))
             self.running_return[i] = 0.0
             self.running_length[i] = 0
-        return done
+        return done, faults
 
     def cut(self, streams: np.ndarray) -> None:
-        """End the running episodes of `streams` ([N] bool) at their last recorded valid step, as truncated."""
+        """End the running episodes of `streams` ([members × streams] bool) at their last recorded valid step,
+        as truncated."""
         for i in np.flatnonzero(streams):
             for valid, end in zip(reversed(self.valid), reversed(self.end)):
                 if valid[i]:
                     end[i] = True
                     break
 
-    def stack(self, last_inputs: dict[str, Tensor] | None, close_last: bool) -> Trajectories:
-        def t(rows, dtype=torch.float32):
-            return torch.as_tensor(np.stack(rows, axis=1), dtype=dtype)
+    def stack(self, member: int, columns: int, last_inputs: dict[str, Tensor] | None, close_last: bool) -> Trajectories:
+        """Member `member`'s first `columns` steps as [streams, columns] trajectories."""
+        rows = slice(member * self.streams, (member + 1) * self.streams)
+
+        def t(items, dtype=torch.float32):
+            return torch.as_tensor(np.stack([x[rows] for x in items[:columns]], axis=1), dtype=dtype)
 
         ends = t(self.end)
         if close_last:
             ends[:, -1] = 1.0
+        episodes = [(ret, length) for i, ret, length in self.finished if rows.start <= i < rows.stop]
         return Trajectories(
-            inputs={"obs": torch.stack(self.obs, dim=1), "act": torch.stack(self.act, dim=1)},
+            inputs={
+                "obs": torch.stack([x[rows] for x in self.obs[:columns]], dim=1),
+                "act": torch.stack([x[rows] for x in self.act[:columns]], dim=1),
+            },
             rewards=t(self.rew),
             terminated=t(self.term),
             ends=ends,
             mask=t(self.valid),
             last_inputs=last_inputs,
-            episode_returns=self.returns,
-            episode_lengths=self.lengths,
+            episode_returns=[ret for ret, _ in episodes],
+            episode_lengths=[length for _, length in episodes],
         )
 
 
-def within(valid: np.ndarray, room: int | None) -> np.ndarray:
-    """`valid` [N] bool keeping only its first `room` True entries (all of them when room is None)."""
-    return valid if room is None else valid & (np.cumsum(valid) <= room)
+def within(valid: np.ndarray, room: np.ndarray | None) -> np.ndarray:
+    """`valid` [members, streams] bool keeping only each member's first room[m] True entries, flattened
+    (all of them when room is None)."""
+    if room is None:
+        return valid.reshape(-1)
+    return (valid & (np.cumsum(valid, axis=1) <= room[:, None])).reshape(-1)
+
+
+class MemberEnvs:
+    """The vector env(s) of a batch of members (seeds), each owning `streams` sub-envs: one vector env of
+    members × streams sub-envs when the env seeds its sub-envs one by one (rlbench's batched classic control,
+    Gymnasium's sync vector env), else one vector env per member (CartPole's own vector env draws every sub-env's
+    start from one generator, so members cannot share it)."""
+
+    def __init__(self, envs: list[gym.vector.VectorEnv], streams: int) -> None:
+        self.envs, self.streams = envs, streams
+        self.members = len(envs) if len(envs) > 1 or envs[0].num_envs == streams else envs[0].num_envs // streams
+        self.single_observation_space = envs[0].single_observation_space
+        self.single_action_space = envs[0].single_action_space
+
+    @classmethod
+    def make(cls, env_id: str, env_kwargs: dict, streams: int, members: int, fast: bool) -> MemberEnvs:
+        env = make_vec_env(env_id, streams * members, env_kwargs, fast)
+        if members == 1 or isinstance(env.unwrapped, PER_ENV_SEEDED):
+            return cls([env], streams)
+        env.close()
+        return cls([make_vec_env(env_id, streams, env_kwargs, fast) for _ in range(members)], streams)
+
+    def reset(self, seeds: list[list[int] | None]) -> np.ndarray:
+        """Reset every sub-env, those of member m with seeds[m] (None: its generators keep running)."""
+        if len(self.envs) == 1:
+            flat = [s for member in seeds for s in (member or [None] * self.streams)]
+            per_env = isinstance(self.envs[0].unwrapped, PER_ENV_SEEDED)
+            return self.envs[0].reset(seed=flat if per_env else flat[0])[0]
+        return np.concatenate([env.reset(seed=member[0])[0] for env, member in zip(self.envs, seeds)])
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Step every sub-env; observations, rewards, terminations, truncations of all, member by member."""
+        if len(self.envs) == 1:
+            return self.envs[0].step(actions)[:4]
+        parts = [env.step(actions[m * self.streams : (m + 1) * self.streams])[:4] for m, env in enumerate(self.envs)]
+        return tuple(np.concatenate([part[k] for part in parts]) for k in range(4))
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+Actor = Callable[[Tensor, tuple[int, ...]], Tensor]
+"""act(obs [len(members), streams, d], members) → actions [len(members), streams, ...]."""
+
+
+def _full_actions(space: gym.Space, act: Tensor, members: tuple[int, ...], total: int, streams: int) -> np.ndarray:
+    """The env action array for all members' sub-envs: members' actions in their rows, a placeholder (zeros, as
+    the env reads them) in the rows of members no longer collecting, whose steps are never recorded."""
+    array = np.zeros((total // streams, *act.shape[1:]), dtype=act.numpy().dtype)
+    array[list(members)] = act.numpy()
+    return _to_env_action(space, torch.as_tensor(array.reshape(total, *act.shape[2:])))
 
 
 def run_episodes(
-    env: gym.vector.VectorEnv,
-    policy: MLPPolicy,
-    seeds: list[int],
-    generator: torch.Generator,
-    deterministic: bool = False,
+    envs: MemberEnvs,
+    act: Actor,
+    seeds: list[list[int] | None],
+    budgets: np.ndarray | None = None,
     max_steps: int = 100_000,
-    budget: int | None = None,
-) -> Trajectories:
-    """One whole episode per sub-env, env i reset with seeds[i]; stops when every episode has ended, or at
-    `budget` valid steps, where the running episodes end truncated (module docstring)."""
-    raw, _ = env.reset(seed=list(seeds))
-    space = env.single_observation_space
-    finished = np.zeros(env.num_envs, dtype=bool)
-    rec = _Recorder(env.num_envs)
-    for _ in range(max_steps):
+) -> dict[int, Trajectories | RunFault]:
+    """One whole episode per sub-env of each member m with seeds[m] (None: the member does not collect), sub-env
+    i reset with seeds[m][i]. A member stops when every one of its episodes has ended, or at budgets[m] valid
+    steps, where its running episodes end truncated (module docstring); a member given a non-finite value by its
+    env stops with that RunFault."""
+    raw = envs.reset(seeds)
+    space, streams = envs.single_observation_space, envs.streams
+    active = [m for m, member_seeds in enumerate(seeds) if member_seeds is not None]
+    finished = np.zeros((envs.members, streams), dtype=bool)
+    rec = _Recorder(envs.members, streams)
+    out: dict[int, Trajectories | RunFault] = {}
+    for column in range(1, max_steps + 1):
+        if not active:
+            return out
+        members = tuple(active)
         obs = encode_obs(space, raw)
-        act = policy.act(obs, generator, deterministic)
-        valid = within(~finished, None if budget is None else budget - rec.steps)
-        raw, rew, term, trunc, _ = env.step(_to_env_action(env.single_action_space, act))
-        finished |= rec.add(obs, act, rew, term, trunc, valid=valid, next_obs=raw)
-        if finished.all():
-            break
-        if budget is not None and rec.steps >= budget:
-            rec.cut(~finished)
-            break
-    else:
-        raise RuntimeError(f"episodes did not end within {max_steps} steps; give the env a TimeLimit")
-    return rec.stack({"obs": encode_obs(space, raw)}, close_last=False)
+        actions = act(obs.reshape(envs.members, streams, -1)[list(members)], members)
+        room = None if budgets is None else budgets - rec.steps
+        valid = within(~finished, room) & np.repeat(np.isin(np.arange(envs.members), members), streams)
+        raw, rew, term, trunc = envs.step(
+            _full_actions(envs.single_action_space, actions, members, len(valid), streams)
+        )
+        full = torch.zeros((len(valid), *actions.shape[2:]), dtype=actions.dtype)
+        full.view(envs.members, streams, *actions.shape[2:])[list(members)] = actions
+        done, faults = rec.add(obs, full, rew, term, trunc, valid=valid, next_obs=raw)
+        finished |= done.reshape(envs.members, streams)
+        next_obs = encode_obs(space, raw)
+        for m in members:
+            if m in faults:
+                out[m] = faults[m]
+            elif finished[m].all() or (budgets is not None and rec.steps[m] >= budgets[m]):
+                if not finished[m].all():
+                    rec.cut(np.repeat(np.arange(envs.members) == m, streams) & ~finished.reshape(-1))
+                rows = slice(m * streams, (m + 1) * streams)
+                out[m] = rec.stack(m, column, {"obs": next_obs[rows]}, close_last=False)
+            else:
+                continue
+            active.remove(m)
+    raise RuntimeError(f"episodes did not end within {max_steps} steps; give the env a TimeLimit")
 
 
 class GymCollector:
-    """Collects one update's trajectories from a Gymnasium env in the mode the algorithm asks for.
+    """Collects one update's trajectories for each seed of a batch (its members) from Gymnasium envs, in the mode
+    the algorithm asks for; every random draw of a member comes from that member's own streams, so a member's
+    trajectories do not depend on the others (tests/test_seed_batch.py).
 
-    `steps`: n_envs envs advance n_steps each, carrying episodes across updates (PPO-style).
+    `steps`: n_envs envs per member advance n_steps each, carrying episodes across updates (PPO-style).
     `episodes`: n_starts start seeds, each repeated group_size times (a GRPO group), one whole episode each.
     """
 
-    def __init__(self, env_id: str, env_kwargs: dict, cfg: AlgoConfig, seed: int) -> None:
+    def __init__(self, env_id: str, env_kwargs: dict, cfg: AlgoConfig, seeds: list[int]) -> None:
         self.cfg = cfg
-        self.seed_rng = np_stream(seed, "env_starts")
-        self.env = make_vec_env(env_id, cfg.streams, env_kwargs, fast=cfg.collect == "steps")
-        self.space = self.env.single_observation_space
+        self.seed_rngs = [np_stream(seed, "env_starts") for seed in seeds]
+        self.envs = MemberEnvs.make(env_id, env_kwargs, cfg.streams, len(seeds), fast=cfg.collect == "steps")
+        self.space = self.envs.single_observation_space
         if cfg.collect == "steps":
-            seeds = self.seed_rng.integers(0, 2**30, size=cfg.streams).tolist()
-            per_env = isinstance(self.env.unwrapped, PER_ENV_SEEDED)
-            raw, _ = self.env.reset(seed=seeds if per_env else seeds[0])
-            self.obs = encode_obs(self.space, raw)
-            self.after_done = np.zeros(cfg.streams, dtype=bool)
+            starts = [rng.integers(0, 2**30, size=cfg.streams).tolist() for rng in self.seed_rngs]
+            self.obs = encode_obs(self.space, self.envs.reset(starts))
+            self.after_done = np.zeros(len(seeds) * cfg.streams, dtype=bool)
             self.previous: _Recorder | None = None
 
     def collect(self, policy: MLPPolicy, generator: torch.Generator, budget: int | None = None) -> Trajectories:
-        """One update's batch, cut at `budget` valid steps when given (module docstring)."""
+        """One update's batch of a one-seed collector, cut at `budget` valid steps when given (module docstring);
+        raises the RunFault of a non-finite env value."""
+        if self.envs.members != 1:
+            raise ValueError(f"collect() serves a one-seed collector; this one has {self.envs.members} (collect_batch)")
+        budgets = None if budget is None else {0: budget}
+        out = self.collect_batch([policy], {0: generator}, budgets)[0]
+        if isinstance(out, RunFault):
+            raise out
+        return out
+
+    def collect_batch(
+        self,
+        policies: list[MLPPolicy],
+        generators: dict[int, torch.Generator],
+        budgets: dict[int, int] | None = None,
+    ) -> dict[int, Trajectories | RunFault]:
+        """One update's batch for each member in `generators` (the members still training), each cut at its
+        budget when given; members[m]'s actions come from policies[m] and generators[m]."""
+        stacked = StackedPolicies(policies)
+        members = sorted(generators)
+        room = None if budgets is None else np.array([budgets.get(m, 0) for m in range(self.envs.members)])
+
+        def act(obs: Tensor, rows: tuple[int, ...]) -> Tensor:
+            return stacked.act(obs, rows, [generators[m] for m in rows])
+
         if self.cfg.collect == "episodes":
-            starts = self.seed_rng.integers(0, 2**30, size=self.cfg.n_starts)
-            seeds = np.repeat(starts, self.cfg.group_size).tolist()
-            return run_episodes(self.env, policy, seeds, generator, budget=budget)
-        rec = _Recorder(self.cfg.streams, carry=self.previous, every_obs=True)
-        for _ in range(self.cfg.n_steps):
-            act = policy.act(self.obs, generator)
-            live = ~self.after_done
-            valid = within(live, None if budget is None else budget - rec.steps)
-            raw, rew, term, trunc, _ = self.env.step(_to_env_action(self.env.single_action_space, act))
-            self.after_done = rec.add(self.obs, act, rew, term, trunc, valid=valid, next_obs=raw)
+            seeds: list[list[int] | None] = [None] * self.envs.members
+            for m in members:
+                starts = self.seed_rngs[m].integers(0, 2**30, size=self.cfg.n_starts)
+                seeds[m] = np.repeat(starts, self.cfg.group_size).tolist()
+            return run_episodes(self.envs, act, seeds, room)
+        return self._advance(act, members, room)
+
+    def _advance(self, act: Actor, members: list[int], room: np.ndarray | None) -> dict[int, Trajectories | RunFault]:
+        """n_steps of every member's envs (steps mode), each member stopping early at its budget."""
+        streams, total = self.cfg.streams, self.envs.members * self.cfg.streams
+        rec = _Recorder(self.envs.members, streams, carry=self.previous, every_obs=True)
+        collecting = np.repeat(np.isin(np.arange(self.envs.members), members), streams)
+        out: dict[int, Trajectories | RunFault] = {}
+        active = list(members)
+        for column in range(1, self.cfg.n_steps + 1):
+            rows = tuple(active)
+            actions = act(self.obs.reshape(self.envs.members, streams, -1)[list(rows)], rows)
+            live = ~self.after_done & collecting
+            valid = within(live.reshape(self.envs.members, streams), None if room is None else room - rec.steps)
+            raw, rew, term, trunc = self.envs.step(
+                _full_actions(self.envs.single_action_space, actions, rows, total, streams)
+            )
+            full = torch.zeros((total, *actions.shape[2:]), dtype=actions.dtype)
+            full.view(self.envs.members, streams, *actions.shape[2:])[list(rows)] = actions
+            self.after_done, faults = rec.add(self.obs, full, rew, term, trunc, valid=valid, next_obs=raw)
             self.obs = encode_obs(self.space, raw)
-            if budget is not None and rec.steps >= budget:
-                rec.cut(live & ~valid)
+            for m in rows:
+                own = slice(m * streams, (m + 1) * streams)
+                if m in faults:
+                    out[m] = faults[m]
+                elif room is not None and rec.steps[m] >= room[m]:
+                    cut = np.zeros(total, dtype=bool)
+                    cut[own] = (live & ~valid)[own]
+                    rec.cut(cut)
+                    out[m] = rec.stack(m, column, {"obs": self.obs[own]}, close_last=True)
+                elif column == self.cfg.n_steps:
+                    out[m] = rec.stack(m, column, {"obs": self.obs[own]}, close_last=True)
+                else:
+                    continue
+                active.remove(m)
+                collecting[own] = False
+            if not active:
                 break
         self.previous = rec
-        return rec.stack({"obs": self.obs}, close_last=True)
+        return out
 
     def close(self) -> None:
-        self.env.close()
+        self.envs.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -58,6 +59,11 @@ class RunSpec:
     def key(self) -> tuple[str, str, int]:
         """(env id, matrix column, seed): unique within a sweep."""
         return (self.env_id, self.algo.name, self.seed)
+
+    @property
+    def cell(self) -> str:
+        """Everything but the seed, as canonical JSON: runs with the same cell can share a seed batch."""
+        return json.dumps({k: v for k, v in self.to_dict().items() if k != "seed"}, sort_keys=True, default=str)
 
     def run_dir(self, out: Path) -> Path:
         return Path(out) / env_slug(self.env_id) / self.algo.name / f"seed{self.seed}"

@@ -14,7 +14,7 @@ from torch import nn
 from rlbench import registry
 from rlbench.algos.config import AlgoConfig
 from rlbench.policies import MLPCritic, MLPPolicy
-from rlbench.rollout import GymCollector, Trajectories, make_vec_env, run_episodes
+from rlbench.rollout import GymCollector, MemberEnvs, RunFault, Trajectories, make_vec_env, run_episodes
 
 EVAL_SEED_BASE = 2**31 - 1
 """Evaluation episode i resets with seed EVAL_SEED_BASE − i; training seeds are drawn below 2**30."""
@@ -40,20 +40,35 @@ class Task:
     """Runs the evaluation episodes on held-out seeds; returns at least eval/return_mean and eval/return_std."""
 
 
-def make_task(env_id: str, env_kwargs: dict[str, Any], cfg: AlgoConfig, seed: int, eval_episodes: int) -> Task:
-    """The env's own builder (rlbench.registry), else an MLP task for a Gymnasium env."""
+def make_task(
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    cfg: AlgoConfig,
+    seed: int,
+    eval_episodes: int,
+    collector: GymCollector | None = None,
+) -> Task:
+    """The env's own builder (rlbench.registry), else an MLP task for a Gymnasium env (whose `collector` may be
+    shared by a seed batch: rlbench.train.train_batch)."""
     target = registry.task_builder(env_id)
-    builder = gym_task
-    if target is not None:
-        module, name = target.split(":")
-        builder = getattr(importlib.import_module(module), name)
-    return builder(env_id, env_kwargs, cfg, seed, eval_episodes)
+    if target is None:
+        return gym_task(env_id, env_kwargs, cfg, seed, eval_episodes, collector)
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)(env_id, env_kwargs, cfg, seed, eval_episodes)
 
 
-def gym_task(env_id: str, env_kwargs: dict[str, Any], cfg: AlgoConfig, seed: int, eval_episodes: int) -> Task:
-    """MLP policy (and critic) on a Gymnasium env with a flat Box/Discrete observation space."""
-    collector = GymCollector(env_id, env_kwargs, cfg, seed)
-    env = collector.env
+def gym_task(
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    cfg: AlgoConfig,
+    seed: int,
+    eval_episodes: int,
+    collector: GymCollector | None = None,
+) -> Task:
+    """MLP policy (and critic) on a Gymnasium env with a flat Box/Discrete observation space; `collector`: a
+    GymCollector serving this seed among others (default: its own)."""
+    collector = collector or GymCollector(env_id, env_kwargs, cfg, [seed])
+    env = collector.envs
     policy = MLPPolicy(env.single_observation_space, env.single_action_space, cfg.hidden)
     critic = MLPCritic(env.single_observation_space, cfg.hidden) if cfg.uses_critic else None
     return Task(
@@ -64,11 +79,17 @@ def gym_task(env_id: str, env_kwargs: dict[str, Any], cfg: AlgoConfig, seed: int
 def evaluator(env_id: str, env_kwargs: dict[str, Any], eval_episodes: int) -> Callable[[Any], dict[str, float]]:
     """rlbench's held-out evaluation of a Gymnasium env: episode i resets with seed EVAL_SEED_BASE − i, the model's
     `act(obs, generator, deterministic=True)` picks every action; returns eval/return_mean and eval/return_std."""
-    eval_env = make_vec_env(env_id, eval_episodes, env_kwargs, fast=False)
+    eval_env = MemberEnvs([make_vec_env(env_id, eval_episodes, env_kwargs, fast=False)], eval_episodes)
     eval_seeds = [EVAL_SEED_BASE - i for i in range(eval_episodes)]
 
     def evaluate(model: Any) -> dict[str, float]:
-        returns = run_episodes(eval_env, model, eval_seeds, torch.Generator(), deterministic=True).episode_returns
+        def act(obs: torch.Tensor, members: tuple[int, ...]) -> torch.Tensor:
+            return model.act(obs[0], torch.Generator(), deterministic=True)[None]
+
+        episodes = run_episodes(eval_env, act, [eval_seeds])[0]
+        if isinstance(episodes, RunFault):
+            raise episodes
+        returns = episodes.episode_returns
         return {"eval/return_mean": float(np.mean(returns)), "eval/return_std": float(np.std(returns))}
 
     return evaluate

@@ -6,6 +6,8 @@ import copy
 import dataclasses
 import math
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rlbench import registry
 from rlbench.algos import advantages as adv_fns
 from rlbench.algos import losses
 from rlbench.algos.config import AlgoConfig
@@ -27,7 +30,7 @@ from rlbench.metrics import (
     tensor_bytes,
 )
 from rlbench.rng import stream_seed, torch_stream
-from rlbench.rollout import RunFault, Trajectories
+from rlbench.rollout import GymCollector, RunFault, Trajectories
 from rlbench.spec import RunSpec, Status
 from rlbench.task import Evaluations, Task, make_task
 
@@ -379,71 +382,166 @@ def _unit_shape(units: dict[str, Tensor]) -> tuple:
     return (units["mask"].shape[0], *((k, tuple(v.shape[1:])) for k, v in sorted(units.items())))
 
 
-def train(spec: RunSpec) -> RunResult:
-    """Train one run (algorithm, env, seed) on at most `spec.steps` env steps; measure everything on the way.
+@dataclass(frozen=True)
+class Crash:
+    """A run of a seed batch that raised an error other than a RunFault (the others go on)."""
 
-    Each batch is collected with the budget left (rlbench.rollout: the last batch is cut at the budget), so
-    no run trains on more than its budget. Training ends at the budget, or earlier when the steps
-    left give a batch with fewer units than the update splits into (minibatches, noise probe); that batch is
-    discarded unused. Evaluations follow rlbench.task.Evaluations.
-    """
-    cfg, seed, total_steps, eval_points = spec.algo, spec.seed, spec.steps, spec.eval_points
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(stream_seed(seed, "init"))
-        task = make_task(spec.env_id, spec.env_kwargs, cfg, seed, spec.eval_episodes)
-    trainer = Trainer(cfg, task, seed)
-    metrics, evals = [], Evaluations(task.evaluate, total_steps, eval_points)
-    env_steps, update = 0, 0
-    status, reason = Status.OK, ""
-    rollout_s = update_s = 0.0
-    start = time.perf_counter()
-    try:
-        evals.before_training(task.policy)
-        while env_steps < total_steps:
-            t0 = time.perf_counter()
-            traj = task.collector.collect(task.policy, trainer.action_rng, total_steps - env_steps)
-            t1 = time.perf_counter()
-            if traj is None or not _splittable(cfg, traj):
-                break
-            row = trainer.update(traj, env_steps / total_steps)
-            t2 = time.perf_counter()
-            env_steps += traj.env_steps
-            update += 1
-            rollout_s, update_s = rollout_s + (t1 - t0), update_s + (t2 - t1)
-            metrics.append(_update_row(update, env_steps, traj, row, t0, t1, t2))
-            evals.after_update(task.policy, update, env_steps)
-        evals.at_end(task.policy, update, env_steps)
-    except RunFault as fault:
-        status, reason = fault.status, str(fault)
+    reason: str
+    traceback: str
+
+
+class _Member:
+    """One seed's run inside a seed batch: its task, trainer, evaluations and the outcome so far."""
+
+    def __init__(self, spec: RunSpec, task: Task) -> None:
+        self.spec, self.task = spec, task
+        self.trainer = Trainer(spec.algo, task, spec.seed)
+        self.evals = Evaluations(task.evaluate, spec.steps, spec.eval_points)
+        self.metrics: list[dict] = []
+        self.env_steps = self.update = 0
+        self.status, self.reason = Status.OK, ""
+        self.crash: Crash | None = None
+        self.training = True
+        self.rollout_s = self.update_s = self.wall_s = 0.0
+
+    def attempt(self, work: Callable[[], None]) -> None:
+        """Run `work`; a RunFault ends this run with its status, any other error ends it as a Crash."""
+        start = time.perf_counter()
+        try:
+            work()
+        except RunFault as fault:
+            self.fault(fault)
+        except Exception as err:
+            self.training = False
+            self.crash = Crash(f"{type(err).__name__}: {err}", traceback.format_exc())
+        self.wall_s += time.perf_counter() - start
+
+    def fault(self, fault: RunFault) -> None:
+        self.training = False
+        self.status, self.reason = fault.status, str(fault)
         if fault.env_step is not None:
-            reason += f" at env step {env_steps + fault.env_step}"
+            self.reason += f" at env step {self.env_steps + fault.env_step}"
         else:
-            reason += f" in update {update + 1} (after {env_steps} env steps)"
+            self.reason += f" in update {self.update + 1} (after {self.env_steps} env steps)"
+
+    def learn(self, traj: Trajectories | None, rollout_s: float) -> None:
+        """One update from this run's batch (collected in rollout_s, its share of the batch's collection), then
+        the evaluation it makes due; a batch too small to split ends training (train's docstring)."""
+        if traj is None or not _splittable(self.spec.algo, traj):
+            self.training = False
+            return
+        t1 = time.perf_counter()
+        row = self.trainer.update(traj, self.env_steps / self.spec.steps)
+        t2 = time.perf_counter()
+        self.env_steps += traj.env_steps
+        self.update += 1
+        self.rollout_s, self.update_s = self.rollout_s + rollout_s, self.update_s + (t2 - t1)
+        self.metrics.append(_update_row(self.update, self.env_steps, traj, row, rollout_s, t2 - t1))
+        self.evals.after_update(self.task.policy, self.update, self.env_steps)
+        if self.env_steps >= self.spec.steps:
+            self.training = False
+
+    def result(self) -> RunResult | Crash:
+        if self.crash is not None:
+            return self.crash
+        metrics, trainer, policy, critic = self.metrics, self.trainer, self.task.policy, self.task.critic
+        final = self.evals.final(self.update)
+        summary = {
+            "status": self.status,
+            "reason": self.reason,
+            "updates": self.update,
+            "env_steps": self.env_steps,
+            "final_return": final.get("eval/return_mean", math.nan),
+            "final_return_episode_std": final.get("eval/return_std", math.nan),
+            "wall_time_s": self.wall_s,
+            "rollout_time_s": self.rollout_s,
+            "update_time_s": self.update_s,
+            "probe_time_s": sum(row["time/probe_s"] for row in metrics),
+            "reference_time_s": sum(row["time/reference_s"] for row in metrics),
+            "env_steps_per_s": self.env_steps / self.wall_s if self.wall_s > 0 else math.nan,
+            "params_policy": sum(p.numel() for p in policy.parameters()),
+            "params_critic": sum(p.numel() for p in critic.parameters()) if critic else 0,
+            **_compute_summary(metrics, trainer),
+            "peak_rss_mb": peak_rss_mb(),
+            "grad_cosine_mean": _mean(metrics, "train/grad_cosine"),
+            "grad_noise_scale": _ratio_of_sums(metrics, "train/grad_noise_trace", "train/grad_sq_norm"),
+        }
+        return RunResult(metrics=metrics, evals=self.evals.rows, summary=summary)
+
+
+def train(spec: RunSpec) -> RunResult:
+    """Train one run (algorithm, env, seed): a seed batch of one (train_batch); raises a crash's error."""
+    out = train_batch([spec])[0]
+    if isinstance(out, Crash):
+        raise RuntimeError(f"{out.reason}\n{out.traceback}")
+    return out
+
+
+def train_batch(specs: list[RunSpec]) -> list[RunResult | Crash]:
+    """Train the runs of `specs` (one matrix cell, different seeds) together, each on at most `spec.steps` env
+    steps, measuring everything on the way; returns each run's result in order.
+
+    Each seed keeps its own networks, optimizer, random streams and evaluations; on Gymnasium envs one
+    GymCollector serves all seeds (their envs stepped together, their policies' forward passes batched), so a
+    seed's results do not depend on its batch. Each batch is collected with the budget left (rlbench.rollout:
+    the last batch is cut at the budget), so no run trains on more than its budget. A run's training ends at
+    the budget, or earlier when the steps left give a batch with fewer units than the update splits into
+    (minibatches, noise probe; that batch is discarded unused), at a RunFault (its status) or at any other
+    error (a Crash); the other seeds go on. Evaluations follow rlbench.task.Evaluations. Times are each run's
+    own, with the batch's collection shared equally by the runs collecting.
+    """
+    if len({spec.cell for spec in specs}) != 1:
+        raise ValueError("a seed batch holds runs of one matrix cell that differ only in their seed")
+    first = specs[0]
+    cfg = first.algo
+    shared = registry.task_builder(first.env_id) is None
+    collector = GymCollector(first.env_id, first.env_kwargs, cfg, [s.seed for s in specs]) if shared else None
+    members = []
+    for spec in specs:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(stream_seed(spec.seed, "init"))
+            task = make_task(spec.env_id, spec.env_kwargs, cfg, spec.seed, spec.eval_episodes, collector)
+        members.append(_Member(spec, task))
+    try:
+        for member in members:
+            member.attempt(partial(member.evals.before_training, member.task.policy))
+        while training := [k for k, m in enumerate(members) if m.training]:
+            start = time.perf_counter()
+            batches = _collect(members, training, collector)
+            share = (time.perf_counter() - start) / len(training)
+            for k in training:
+                member, traj = members[k], batches[k]
+                if isinstance(traj, RunFault):
+                    member.fault(traj)
+                    continue
+                member.wall_s += share
+                member.attempt(partial(member.learn, traj, share))
+        for member in members:
+            if member.status == Status.OK and member.crash is None:
+                member.attempt(partial(member.evals.at_end, member.task.policy, member.update, member.env_steps))
     finally:
-        task.collector.close()
-    wall = time.perf_counter() - start
-    final = evals.final(update)
-    summary = {
-        "status": status,
-        "reason": reason,
-        "updates": update,
-        "env_steps": env_steps,
-        "final_return": final.get("eval/return_mean", math.nan),
-        "final_return_episode_std": final.get("eval/return_std", math.nan),
-        "wall_time_s": wall,
-        "rollout_time_s": rollout_s,
-        "update_time_s": update_s,
-        "probe_time_s": sum(row["time/probe_s"] for row in metrics),
-        "reference_time_s": sum(row["time/reference_s"] for row in metrics),
-        "env_steps_per_s": env_steps / wall if wall > 0 else math.nan,
-        "params_policy": sum(p.numel() for p in task.policy.parameters()),
-        "params_critic": sum(p.numel() for p in task.critic.parameters()) if task.critic else 0,
-        **_compute_summary(metrics, trainer),
-        "peak_rss_mb": peak_rss_mb(),
-        "grad_cosine_mean": _mean(metrics, "train/grad_cosine"),
-        "grad_noise_scale": _ratio_of_sums(metrics, "train/grad_noise_trace", "train/grad_sq_norm"),
-    }
-    return RunResult(metrics=metrics, evals=evals.rows, summary=summary)
+        for collector in {id(m.task.collector): m.task.collector for m in members}.values():
+            collector.close()
+    return [member.result() for member in members]
+
+
+def _collect(
+    members: list[_Member], training: list[int], shared: GymCollector | None
+) -> dict[int, Trajectories | RunFault | None]:
+    """Each training member's next batch (with its budget left): from the shared collector in one pass, else from
+    each member's own collector in turn."""
+    budgets = {k: members[k].spec.steps - members[k].env_steps for k in training}
+    if shared is not None:
+        policies = [m.task.policy for m in members]
+        return shared.collect_batch(policies, {k: members[k].trainer.action_rng for k in training}, budgets)
+    out: dict[int, Trajectories | RunFault | None] = {}
+    for k in training:
+        member = members[k]
+        try:
+            out[k] = member.task.collector.collect(member.task.policy, member.trainer.action_rng, budgets[k])
+        except RunFault as fault:
+            out[k] = fault
+    return out
 
 
 def _splittable(cfg: AlgoConfig, traj: Trajectories) -> bool:
@@ -452,7 +550,7 @@ def _splittable(cfg: AlgoConfig, traj: Trajectories) -> bool:
     return units >= max(cfg.minibatches, cfg.noise_splits)
 
 
-def _update_row(update: int, env_steps: int, traj: Trajectories, row: dict, t0: float, t1: float, t2: float) -> dict:
+def _update_row(update: int, env_steps: int, traj: Trajectories, row: dict, rollout_s: float, update_s: float) -> dict:
     """One metrics.parquet row. rollout/ep_rew_mean is the mean return, as the learner is paid it, of the
     episodes that finished in this batch (on TextGen the proxy reward; eval/return_mean is gold there)."""
     returns = traj.episode_returns
@@ -464,9 +562,9 @@ def _update_row(update: int, env_steps: int, traj: Trajectories, row: dict, t0: 
         "rollout/episodes": len(returns),
         **traj.extra,
         **row,
-        "time/rollout_s": t1 - t0,
-        "time/update_s": t2 - t1,
-        "time/fps": traj.env_steps / (t2 - t0),
+        "time/rollout_s": rollout_s,
+        "time/update_s": update_s,
+        "time/fps": traj.env_steps / (rollout_s + update_s),
     }
 
 
