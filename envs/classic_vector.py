@@ -1,11 +1,14 @@
-"""Batched Acrobot-v1, MountainCar-v0 and Pendulum-v1: Gymnasium vector envs vectorised over sub-envs with NumPy.
+"""Batched Acrobot-v1, MountainCar-v0, Pendulum-v1 and CartPole-v1: Gymnasium vector envs vectorised over sub-envs
+with NumPy, every sub-env seeded on its own.
 
 Each class mirrors Gymnasium's scalar env of the same id step for step: for identical seeds and actions its
 observations, rewards, terminations and truncations equal those of `gym.make_vec(id, n, vectorization_mode="sync")`
 bitwise (tests/test_vector_classic.py). Gymnasium 1.x ships a vector entry point only for CartPole; these fill
-the gap for the other discrete-time classic-control envs.
+the gap for the other discrete-time classic-control envs. Gymnasium's CartPole vector env draws every sub-env's
+start from one generator, so its sub-envs cannot stand for separate scalar envs (nor the envs of several seeds
+in one batch); `SeededCartPoleVectorEnv` can.
 
-Contract shared by all three (the same as Gymnasium's `SyncVectorEnv` over the scalar envs):
+Contract shared by all four (the same as Gymnasium's `SyncVectorEnv` over the scalar envs):
 
 - **Seeding**: every sub-env has its own `np.random.Generator`, made like a scalar env's
   (`gymnasium.utils.seeding.np_random`). `reset(seed=s)` with an int seeds sub-env i with `s + i`; a list seeds
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -51,6 +55,13 @@ VECTOR_ENTRY_POINTS: dict[str, str] = {
     "Pendulum-v1": "rlbench.envs.classic_vector:PendulumVectorEnv",
 }
 """Gymnasium id → the vector entry point `register_vector_entry_points` gives it."""
+
+PER_ENV_SEEDED: dict[str, str] = {
+    **VECTOR_ENTRY_POINTS,
+    "CartPole-v1": "rlbench.envs.classic_vector:SeededCartPoleVectorEnv",
+    "CartPole-v0": "rlbench.envs.classic_vector:SeededCartPoleVectorEnv",
+}
+"""Gymnasium id → this module's batched class for it (CartPole keeps Gymnasium's own vector entry point)."""
 
 
 def register_vector_entry_points() -> list[str]:
@@ -434,3 +445,87 @@ class PendulumVectorEnv(BatchedClassicEnv):
     def _observe(self, state: np.ndarray) -> np.ndarray:
         th, thdot = state
         return _rows_to_obs([np.cos(th), np.sin(th), thdot])
+
+
+class SeededCartPoleVectorEnv(BatchedClassicEnv):
+    """CartPole for `num_envs` sub-envs at once, each with its own generator; mirrors
+    `gymnasium.envs.classic_control.cartpole.CartPoleEnv` (Gymnasium's `CartPoleVectorEnv` shares one generator).
+
+    ## Action Space
+    `Discrete(2)` per sub-env: push the cart left (0) or right (1) with force 10 N (batched: `MultiDiscrete`).
+
+    ## Observation Space
+    `Box(4,)` float32 per sub-env: cart position (±4.8), cart velocity, pole angle (±0.418 rad), pole angular
+    velocity.
+
+    ## Starting State
+    All four state variables uniform in [-0.05, 0.05] (reset `options` "low"/"high").
+
+    ## Rewards
+    +1 per step, including the terminating one (with `sutton_barto_reward`: 0 per step, -1 on termination).
+
+    ## Episode End
+    Terminated when |x| > 2.4 or |θ| > 12°; truncated after `max_episode_steps` (500 for v1, 200 for v0).
+    Euler integration with τ = 0.02 s.
+    """
+
+    GRAVITY = 9.8
+    MASSCART = 1.0
+    MASSPOLE = 0.1
+    TOTAL_MASS = MASSPOLE + MASSCART
+    LENGTH = 0.5
+    POLEMASS_LENGTH = MASSPOLE * LENGTH
+    FORCE_MAG = 10.0
+    TAU = 0.02
+    THETA_THRESHOLD = 12 * 2 * math.pi / 360
+    X_THRESHOLD = 2.4
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        max_episode_steps: int = 500,
+        sutton_barto_reward: bool = False,
+        render_mode: str | None = None,
+    ) -> None:
+        high = np.array([self.X_THRESHOLD * 2, np.inf, self.THETA_THRESHOLD * 2, np.inf], dtype=np.float32)
+        super().__init__(
+            num_envs, max_episode_steps, spaces.Box(-high, high, dtype=np.float32), spaces.Discrete(2), render_mode
+        )
+        self.sutton_barto_reward = sutton_barto_reward
+
+    def _initial_state(self, rng: np.random.Generator, options: dict[str, Any] | None) -> np.ndarray:
+        low, high = utils.maybe_parse_reset_bounds(options, -0.05, 0.05)
+        return rng.uniform(low=low, high=high, size=(4,))
+
+    def _advance(self, state: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x, x_dot, theta, theta_dot = state
+        force = np.where(self._discrete_actions(actions) == 1, self.FORCE_MAG, -self.FORCE_MAG)
+        costheta, sintheta = np.cos(theta), np.sin(theta)
+        temp = (force + self.POLEMASS_LENGTH * np.square(theta_dot) * sintheta) / self.TOTAL_MASS
+        thetaacc = (self.GRAVITY * sintheta - costheta * temp) / (
+            self.LENGTH * (4.0 / 3.0 - self.MASSPOLE * np.square(costheta) / self.TOTAL_MASS)
+        )
+        xacc = temp - self.POLEMASS_LENGTH * thetaacc * costheta / self.TOTAL_MASS
+        state = np.array(
+            [
+                x + self.TAU * x_dot,
+                x_dot + self.TAU * xacc,
+                theta + self.TAU * theta_dot,
+                theta_dot + self.TAU * thetaacc,
+            ]
+        )
+        x, theta = state[0], state[2]
+        terminated = (
+            (x < -self.X_THRESHOLD)
+            | (x > self.X_THRESHOLD)
+            | (theta < -self.THETA_THRESHOLD)
+            | (theta > self.THETA_THRESHOLD)
+        )
+        if self.sutton_barto_reward:
+            reward = np.where(terminated, -1.0, 0.0)
+        else:
+            reward = np.ones(self.num_envs)
+        return state, reward, terminated
+
+    def _observe(self, state: np.ndarray) -> np.ndarray:
+        return state.T.astype(np.float32, order="C")

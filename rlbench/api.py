@@ -20,7 +20,7 @@ import pandas as pd
 from rlbench import store
 from rlbench import tensorboard as tb
 from rlbench.algos import AlgoConfig
-from rlbench.executor import Executor, LocalBackend, RayBackend, check_contract_isolated
+from rlbench.executor import DEFAULT_SEED_BATCH, Executor, LocalBackend, RayBackend, check_contract_isolated
 from rlbench.matrix import (
     DEFAULT_GROUP_SIZES,
     MatrixError,
@@ -60,18 +60,20 @@ class Watcher(Protocol):
     def on_done(self, outcome: Outcome) -> None: ...
 
 
-def make_executor(name: str, jobs: int, time_limit: float | None, ray_address: str | None) -> Executor:
+def make_executor(
+    name: str, jobs: int, time_limit: float | None, ray_address: str | None, seed_batch: int = 1
+) -> Executor:
     """The executor asked for; MatrixError for an unknown name or a missing Ray install."""
     if name == "local":
         if ray_address is not None:
             raise MatrixError("--ray-address needs --executor ray")
-        return Executor(LocalBackend(jobs), time_limit)
+        return Executor(LocalBackend(jobs), time_limit, seed_batch)
     if name == "ray":
         try:
             import ray  # noqa: F401
         except ImportError:
             raise MatrixError("--executor ray needs Ray: pip install 'rlbench[ray]'") from None
-        return Executor(RayBackend(ray_address), time_limit)
+        return Executor(RayBackend(ray_address), time_limit, seed_batch)
     raise MatrixError(f"unknown executor {name!r}; allowed: local, ray")
 
 
@@ -102,6 +104,7 @@ def plan(
     env_kwargs: Mapping[str, Any] | None = None,
     ray_address: str | None = None,
     time_limit: float | None = None,
+    seed_batch: int = DEFAULT_SEED_BATCH,
 ) -> Plan:
     """Validate the user's choices into a Plan (the arguments of `run`); MatrixError naming the first bad value.
     Nothing is written and no env is checked yet (`check_contract`)."""
@@ -115,7 +118,9 @@ def plan(
         raise MatrixError(f"--jobs must be > 0, got {jobs}")
     if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
         raise MatrixError(f"--time-limit must be a finite number of seconds > 0, got {time_limit}")
-    runner = make_executor(executor, jobs, time_limit, ray_address)
+    if seed_batch <= 0:
+        raise MatrixError(f"--seed-batch must be > 0 (runs of one cell trained together), got {seed_batch}")
+    runner = make_executor(executor, jobs, time_limit, ray_address, seed_batch)
     if isinstance(seeds, int):
         seed_values = list(range(seeds))
     elif seeds is not None:
@@ -214,6 +219,7 @@ def run(
     env_kwargs: Mapping[str, Any] | None = None,
     ray_address: str | None = None,
     time_limit: float | None = None,
+    seed_batch: int = DEFAULT_SEED_BATCH,
     force_new: bool = False,
     tensorboard: bool = False,
     report: bool = True,
@@ -244,6 +250,7 @@ def run(
         env_kwargs,
         ray_address,
         time_limit,
+        seed_batch,
     )
     check_contract(planned.cells)
     execute(planned, force_new)

@@ -17,7 +17,7 @@ from rich.table import Table
 from rlbench import api, display, store
 from rlbench import tensorboard as tb
 from rlbench.algos import DESCRIPTIONS, NATIVE, PRESETS, AlgoConfig
-from rlbench.executor import check_contract_isolated
+from rlbench.executor import DEFAULT_SEED_BATCH, check_contract_isolated
 from rlbench.matrix import (
     BUDGET_PRESETS,
     BUILTIN_ENVS,
@@ -85,6 +85,9 @@ def run(
     ] = None,
     out: Annotated[Optional[Path], typer.Option(help="Sweep directory [default: runs/<preset>-<matrix hash>].")] = None,
     time_limit: Annotated[Optional[float], typer.Option(help="Per-run wall-clock limit in seconds.")] = None,
+    seed_batch: Annotated[
+        int, typer.Option(help="Seeds of one cell a worker trains together (1: a process per run).")
+    ] = DEFAULT_SEED_BATCH,
     force_new: Annotated[
         bool, typer.Option(help="Discard runs in --out that were made with a different config.")
     ] = False,
@@ -116,6 +119,7 @@ def run(
             env_kwargs=parse_env_kwargs(env_kwargs),
             ray_address=ray_address,
             time_limit=time_limit,
+            seed_batch=seed_batch,
         )
         count = len({c.env_id for c in planned.cells})
         console.print(f"checking {count} env(s) against rlbench's contract …", highlight=False)

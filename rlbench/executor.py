@@ -1,6 +1,8 @@
-"""Executing a plan: one scheduling loop (`Executor`) over a backend that runs one spec per slot, in a local worker
-process (`LocalBackend`) or as a Ray task (`RayBackend`). Workers only train and send the result back; the driver
-writes every file of every run through rlbench.store.Sweep, so a worker never needs the sweep directory."""
+"""Executing a plan: one scheduling loop (`Executor`) over a backend that runs one seed batch per slot (up to
+`seed_batch` runs of one matrix cell that differ only in their seed, trained together: rlbench.train.train_batch),
+in a local worker process (`LocalBackend`) or as a Ray task (`RayBackend`). Workers only train and send the
+results back; the driver writes every file of every run through rlbench.store.Sweep, so a worker never needs the
+sweep directory."""
 
 from __future__ import annotations
 
@@ -19,28 +21,52 @@ from rlbench.spec import RunSpec, Status
 from rlbench.store import Outcome, Sweep
 
 
-def train_in_worker(spec_data: dict[str, Any]) -> Any:
-    """Train one spec with one torch thread, by rlbench's loop or the library its trainer names (Stable-Baselines3:
-    rlbench.sb3_runner); returns rlbench.train.RunResult (raises on a crash)."""
+def train_in_worker(batch: list[dict[str, Any]]) -> list[Any]:
+    """Train a seed batch with one torch thread, by rlbench's loop (together) or the library its trainer names
+    (Stable-Baselines3, one run after another: rlbench.sb3_runner); returns each run's rlbench.train.RunResult or
+    rlbench.train.Crash, in order (raises only when the batch as a whole cannot be trained)."""
     import torch
 
-    spec = RunSpec.from_dict(spec_data)
-    torch.set_num_threads(1)
-    if spec.algo.trainer == "rlbench":
-        from rlbench.train import train
+    from rlbench.train import Crash, train_batch
 
-        return train(spec)
+    specs = [RunSpec.from_dict(data) for data in batch]
+    torch.set_num_threads(1)
+    if specs[0].algo.trainer == "rlbench":
+        return train_batch(specs)
     from rlbench.sb3_runner import train_sb3
 
-    return train_sb3(spec)
+    results: list[Any] = []
+    for spec in specs:
+        try:
+            results.append(train_sb3(spec))
+        except Exception as err:
+            results.append(Crash(f"{type(err).__name__}: {err}", traceback.format_exc()))
+    return results
+
+
+DEFAULT_SEED_BATCH = 5
+"""Runs of one cell a worker trains together unless told otherwise (`--seed-batch`)."""
+
+
+def seed_batches(specs: list[RunSpec], size: int) -> list[list[RunSpec]]:
+    """`specs` in batches of up to `size` runs of one cell (RunSpec.cell), in the order of each batch's first run."""
+    open_batches: dict[str, list[RunSpec]] = {}
+    batches: list[list[RunSpec]] = []
+    for spec in specs:
+        batch = open_batches.get(spec.cell)
+        if batch is None or len(batch) == size:
+            batch = open_batches[spec.cell] = []
+            batches.append(batch)
+        batch.append(spec)
+    return batches
 
 
 @dataclass(frozen=True)
 class Ended:
-    """What a backend reports for one run: its result, or why it has none (the same fields for every backend)."""
+    """What a backend reports for one seed batch: its results, or why it has none (the same for every backend)."""
 
     result: Any = None
-    """rlbench.train.RunResult, or None when the run failed."""
+    """Each run's rlbench.train.RunResult or rlbench.train.Crash, or None when the whole batch failed."""
     reason: str = ""
     traceback: str | None = None
     exit_code: int | None = None
@@ -51,7 +77,7 @@ class Backend(Protocol):
 
     def open(self) -> None: ...
     def slots(self) -> int: ...
-    def submit(self, spec: RunSpec) -> Any: ...
+    def submit(self, batch: list[RunSpec]) -> Any: ...
     def ready(self, handles: list[Any], timeout: float) -> list[Any]: ...
     def has_result(self, handle: Any) -> bool: ...
     def collect(self, handle: Any) -> Ended: ...
@@ -60,12 +86,14 @@ class Backend(Protocol):
 
 
 class Executor:
-    """The one scheduling loop: skip runs finished earlier, keep the backend's slots busy, record each outcome
-    through the sweep as it arrives, and kill runs over the per-run time limit (counted from submission)."""
+    """The one scheduling loop: skip runs finished earlier, group the others into seed batches, keep the backend's
+    slots busy, record each run's outcome through the sweep as its batch ends, and kill a batch over its time
+    limit (the per-run limit times its runs, counted from submission): its runs fail, and a resume retries them."""
 
-    def __init__(self, backend: Backend, time_limit: float | None = None) -> None:
+    def __init__(self, backend: Backend, time_limit: float | None = None, seed_batch: int = 1) -> None:
         self.backend = backend
         self.time_limit = time_limit
+        self.seed_batch = seed_batch
 
     def run(
         self,
@@ -91,24 +119,30 @@ class Executor:
             return outcomes
         backend = self.backend
         backend.open()
-        running: dict[Any, tuple[RunSpec, float]] = {}
+        running: dict[Any, tuple[list[RunSpec], float]] = {}
+        waiting = deque(seed_batches(list(pending), self.seed_batch))
         try:
-            while pending or running:
-                while pending and len(running) < backend.slots():
-                    spec = pending.popleft()
-                    sweep.start(spec)
-                    running[backend.submit(spec)] = (spec, time.monotonic())
+            while waiting or running:
+                while waiting and len(running) < backend.slots():
+                    batch = waiting.popleft()
+                    for spec in batch:
+                        sweep.start(spec)
+                    running[backend.submit(batch)] = (batch, time.monotonic())
                     if on_start is not None:
-                        on_start(spec)
+                        for spec in batch:
+                            on_start(spec)
                 for handle in backend.ready(list(running), 0.5):
-                    spec, _ = running.pop(handle)
-                    finish(record(sweep, spec, backend.collect(handle)))
-                for handle, (spec, started) in list(running.items()):
-                    late = self.time_limit is not None and time.monotonic() - started > self.time_limit
+                    batch, _ = running.pop(handle)
+                    for outcome in record(sweep, batch, backend.collect(handle)):
+                        finish(outcome)
+                for handle, (batch, started) in list(running.items()):
+                    limit = None if self.time_limit is None else self.time_limit * len(batch)
+                    late = limit is not None and time.monotonic() - started > limit
                     if late and not backend.has_result(handle):  # a result that arrived meanwhile is kept
                         backend.cancel(handle)
                         del running[handle]
-                        finish(sweep.record_failure(spec, timeout_reason(self.time_limit)))
+                        for spec in batch:
+                            finish(sweep.record_failure(spec, timeout_reason(self.time_limit, len(batch))))
         finally:
             for handle in running:
                 backend.cancel(handle)
@@ -116,15 +150,26 @@ class Executor:
         return outcomes
 
 
-def record(sweep: Sweep, spec: RunSpec, ended: Ended) -> Outcome:
-    """Write what a backend reported for one run: its result files, or failure.json."""
+def record(sweep: Sweep, batch: list[RunSpec], ended: Ended) -> list[Outcome]:
+    """Write what a backend reported for a seed batch: each run's result files, or failure.json (every run of a
+    batch that failed as a whole, or the run that crashed)."""
+    from rlbench.train import Crash
+
     if ended.result is None:
-        return sweep.record_failure(spec, ended.reason, ended.traceback, ended.exit_code)
-    return sweep.record_result(spec, ended.result.metrics, ended.result.evals, ended.result.summary)
+        return [sweep.record_failure(spec, ended.reason, ended.traceback, ended.exit_code) for spec in batch]
+    outcomes = []
+    for spec, result in zip(batch, ended.result, strict=True):
+        if isinstance(result, Crash):
+            outcomes.append(sweep.record_failure(spec, result.reason, result.traceback))
+        else:
+            outcomes.append(sweep.record_result(spec, result.metrics, result.evals, result.summary))
+    return outcomes
 
 
-def timeout_reason(limit: float) -> str:
-    return f"timeout: exceeded the per-run limit of {limit:g} s"
+def timeout_reason(limit: float, runs: int = 1) -> str:
+    if runs == 1:
+        return f"timeout: exceeded the per-run limit of {limit:g} s"
+    return f"timeout: its seed batch of {runs} runs exceeded {runs} × the per-run limit of {limit:g} s"
 
 
 def worker_context() -> mp.context.BaseContext:
@@ -178,10 +223,10 @@ def check_contract_isolated(
         receiver.close()
 
 
-def _local_worker(conn: Connection, spec_data: dict[str, Any]) -> None:
-    """Local worker entry point: train one spec and send ("result", RunResult) or ("error", reason, traceback)."""
+def _local_worker(conn: Connection, batch: list[dict[str, Any]]) -> None:
+    """Local worker entry point: train a seed batch and send ("result", results) or ("error", reason, traceback)."""
     try:
-        message = ("result", train_in_worker(spec_data))
+        message = ("result", train_in_worker(batch))
     except Exception as err:
         message = ("error", f"{type(err).__name__}: {err}", traceback.format_exc())
     conn.send(message)
@@ -189,7 +234,7 @@ def _local_worker(conn: Connection, spec_data: dict[str, Any]) -> None:
 
 
 class LocalBackend:
-    """Up to `jobs` worker processes on this machine, one per run; results come back through a pipe."""
+    """Up to `jobs` worker processes on this machine, one per seed batch; results come back through a pipe."""
 
     def __init__(self, jobs: int) -> None:
         self.jobs = jobs
@@ -201,9 +246,9 @@ class LocalBackend:
     def slots(self) -> int:
         return self.jobs
 
-    def submit(self, spec: RunSpec) -> Connection:
+    def submit(self, batch: list[RunSpec]) -> Connection:
         receiver, sender = self.context.Pipe(duplex=False)
-        proc = self.context.Process(target=_local_worker, args=(sender, spec.to_dict()))
+        proc = self.context.Process(target=_local_worker, args=(sender, [spec.to_dict() for spec in batch]))
         proc.start()
         sender.close()
         self.procs[receiver] = proc
@@ -255,7 +300,7 @@ def _exit_reason(exitcode: int | None) -> str:
 class RayBackend:
     """Ray tasks (one CPU each) on a local or remote Ray cluster.
 
-    Only the spec (plain data) travels to a worker and only the RunResult travels back, so worker machines need
+    Only the specs (plain data) travel to a worker and only the results travel back, so worker machines need
     rlbench installed but no shared filesystem. As many tasks are in flight as the cluster has CPUs now (fewer
     after a node leaves). A task that raises fails its run with the remote traceback; a task whose worker or
     node dies fails its run with Ray's error as the reason.
@@ -274,8 +319,8 @@ class RayBackend:
     def slots(self) -> int:
         return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
 
-    def submit(self, spec: RunSpec) -> Any:
-        return self.remote.remote(spec.to_dict())
+    def submit(self, batch: list[RunSpec]) -> Any:
+        return self.remote.remote([spec.to_dict() for spec in batch])
 
     def ready(self, handles: list[Any], timeout: float) -> list[Any]:
         return self.ray.wait(handles, num_returns=1, timeout=timeout)[0]

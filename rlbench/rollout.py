@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from rlbench.algos.config import AlgoConfig
-from rlbench.envs.classic_vector import VECTOR_ENTRY_POINTS as BATCHED_CLASSIC
+from rlbench.envs.classic_vector import PER_ENV_SEEDED as BATCHED_CLASSIC
 from rlbench.envs.classic_vector import BatchedClassicEnv
 from rlbench.policies import MLPPolicy, StackedPolicies, encode_obs
 from rlbench.rng import np_stream
@@ -110,12 +110,13 @@ def is_composite(space: gym.Space) -> bool:
 
 
 def make_vec_env(env_id: str, num_envs: int, env_kwargs: dict, fast: bool) -> gym.vector.VectorEnv:
-    """A NEXT_STEP-autoreset vector env. Acrobot, MountainCar and Pendulum always get rlbench's batched
-    implementations (the same transitions as Gymnasium's scalar envs, per-sub-env seeding); otherwise `fast` uses
-    the env's own vector implementation when it has one (CartPole's, whose sub-envs share one generator).
-    Tuple and Dict observations come flattened (`is_composite`)."""
+    """A NEXT_STEP-autoreset vector env. `fast` uses the env's own vector implementation when it has one
+    (CartPole's, whose sub-envs share one generator); otherwise the classic-control envs get rlbench's batched
+    implementations (the same transitions as Gymnasium's scalar envs, per-sub-env seeding: Acrobot, MountainCar
+    and Pendulum always, CartPole when not `fast`) and other envs Gymnasium's sync vector env. Tuple and Dict
+    observations come flattened (`is_composite`)."""
     spec = env_spec(env_id)
-    if spec.id in BATCHED_CLASSIC:
+    if spec.id in BATCHED_CLASSIC and not (fast and spec.vector_entry_point is not None):
         batched = dataclasses.replace(spec, vector_entry_point=BATCHED_CLASSIC[spec.id])
         return gym.make_vec(batched, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
     mode = "vector_entry_point" if fast and spec.vector_entry_point is not None else "sync"

@@ -92,5 +92,5 @@ def test_an_update_crossing_several_checkpoints_evaluates_once():
 def test_seeds_do_not_share_environment_randomness():
     from rlbench.rollout import GymCollector
 
-    starts = [GymCollector("Acrobot-v1", {}, small("ppo"), seed).obs for seed in (0, 1)]
+    starts = [GymCollector("Acrobot-v1", {}, small("ppo"), [seed]).obs for seed in (0, 1)]
     assert not any(torch.equal(a, b) for a in starts[0] for b in starts[1])

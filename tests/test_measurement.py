@@ -3,6 +3,7 @@ whole-run FLOPs and memory."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -13,7 +14,7 @@ from rlbench.envs.textgen import ENV_ID
 from rlbench.matrix import BUILTIN_ENVS, algo_for
 from rlbench.metrics import FlopMeter, SavedBytes
 from rlbench.policies import MLPPolicy
-from rlbench.rollout import make_vec_env, run_episodes
+from rlbench.rollout import MemberEnvs, make_vec_env, run_episodes
 from rlbench.spec import RunSpec
 from rlbench.task import make_task
 from rlbench.train import Trainer, train
@@ -153,10 +154,13 @@ def test_no_run_trains_past_its_smoke_budget(name, env_id):
 
 
 def test_a_cut_episode_ends_truncated_at_the_budget():
-    env = make_vec_env("CartPole-v1", 4, {}, fast=False)
-    policy = MLPPolicy(env.single_observation_space, env.single_action_space, 8)
-    traj = run_episodes(env, policy, [1, 2, 3, 4], torch.Generator().manual_seed(0), budget=23)
-    env.close()
+    envs = MemberEnvs([make_vec_env("CartPole-v1", 4, {}, fast=False)], 4)
+    policy = MLPPolicy(envs.single_observation_space, envs.single_action_space, 8)
+    generator = torch.Generator().manual_seed(0)
+    traj = run_episodes(envs, lambda obs, members: policy.act(obs[0], generator)[None], [[1, 2, 3, 4]], np.array([23]))[
+        0
+    ]
+    envs.close()
     assert traj.env_steps == 23
     assert traj.mask.sum(dim=1).tolist() == [6, 6, 6, 5]  # 5 whole vector steps, then the first 3 of the 4 envs
     last = traj.mask.sum(dim=1).long() - 1

@@ -1,4 +1,5 @@
-"""Batched Acrobot, MountainCar and Pendulum equal Gymnasium's scalar envs step for step (issue 12, acceptance 4).
+"""Batched Acrobot, MountainCar, Pendulum and CartPole equal Gymnasium's scalar envs step for step (issue 12,
+acceptance 4).
 
 The reference is Gymnasium's own `SyncVectorEnv` over `gym.make(id)` (scalar env + TimeLimit, NEXT_STEP
 autoreset), fed the same actions; every observation, reward, termination and truncation must be identical,
@@ -18,6 +19,7 @@ from rlbench.envs.classic_vector import (
     AcrobotVectorEnv,
     MountainCarVectorEnv,
     PendulumVectorEnv,
+    SeededCartPoleVectorEnv,
     register_vector_entry_points,
 )
 
@@ -30,10 +32,13 @@ def pump_or_random(env_id: str, obs: np.ndarray, rng: np.random.Generator) -> np
     """Actions for every sub-env: an energy-pumping action with probability i/(n-1) for sub-env i, else random.
 
     Pumping (push along the velocity; on Acrobot the sum of both joints') reaches the goals, walls and speed
-    limits that random actions rarely do; Pendulum's random torques exceed ±2 so the clip is exercised.
+    limits that random actions rarely do; Pendulum's random torques exceed ±2 so the clip is exercised. On
+    CartPole the deliberate action balances the pole (push towards where it falls), reaching the time limit.
     """
     n = len(obs)
     pump = rng.random(n) < np.linspace(0.0, 1.0, n)
+    if env_id == "CartPole-v1":
+        return np.where(pump, (obs[:, 2] + obs[:, 3] > 0).astype(np.int64), rng.integers(0, 2, n))
     if env_id == "Pendulum-v1":
         push = np.where(obs[:, 2] > 0, 2.0, -2.0)
         return np.where(pump, push, rng.uniform(-2.5, 2.5, n)).astype(np.float32)[:, None]
@@ -73,8 +78,16 @@ OPTIONS = {
     "Acrobot-v1": {"low": -0.2, "high": 0.2},
     "MountainCar-v0": {"low": -1.0, "high": -0.2},
     "Pendulum-v1": {"x_init": 1.0, "y_init": 4.0},
+    "CartPole-v1": {"low": -0.2, "high": 0.2},
 }
-CLASSES = {"Acrobot-v1": AcrobotVectorEnv, "MountainCar-v0": MountainCarVectorEnv, "Pendulum-v1": PendulumVectorEnv}
+CLASSES = {
+    "Acrobot-v1": AcrobotVectorEnv,
+    "MountainCar-v0": MountainCarVectorEnv,
+    "Pendulum-v1": PendulumVectorEnv,
+    "CartPole-v1": SeededCartPoleVectorEnv,
+}
+REGISTERED = {env_id: cls for env_id, cls in CLASSES.items() if env_id in VECTOR_ENTRY_POINTS}
+"""The classes register_vector_entry_points installs (CartPole keeps Gymnasium's own vector entry point)."""
 
 
 def coverage(env_id: str, run: dict[str, np.ndarray]) -> dict[str, int]:
@@ -84,6 +97,8 @@ def coverage(env_id: str, run: dict[str, np.ndarray]) -> dict[str, int]:
     if env_id == "Acrobot-v1":
         limits = np.float32([4 * np.pi, 9 * np.pi])
         counts["speed limit"] = int((np.abs(obs[..., 4:]) == limits).any(axis=-1).sum())
+    elif env_id == "CartPole-v1":
+        counts["pole fell"] = int((np.abs(obs[..., 2]) > np.float32(12 * 2 * np.pi / 360)).sum())
     elif env_id == "MountainCar-v0":
         counts["left wall"] = int(((obs[..., 0] == np.float32(-1.2)) & (obs[..., 1] == 0)).sum())
     else:
@@ -116,7 +131,11 @@ def test_sub_env_i_starts_like_a_scalar_env_reset_with_seed_plus_i(env_id: str) 
 
 @pytest.mark.parametrize(
     "env_id, kwargs",
-    [("MountainCar-v0", {"goal_velocity": 0.02}), ("Pendulum-v1", {"g": 9.81})],
+    [
+        ("MountainCar-v0", {"goal_velocity": 0.02}),
+        ("Pendulum-v1", {"g": 9.81}),
+        ("CartPole-v1", {"sutton_barto_reward": True}),
+    ],
 )
 def test_constructor_arguments_match_the_scalar_envs(env_id: str, kwargs: dict) -> None:
     batched = CLASSES[env_id](num_envs=8, **kwargs)
@@ -146,7 +165,7 @@ def test_make_vec_builds_the_batched_classes(vector_entry_points: Callable[[], l
     assert all(gym.spec(env_id).vector_entry_point is None for env_id in VECTOR_ENTRY_POINTS)
     assert vector_entry_points() == list(VECTOR_ENTRY_POINTS)
     assert vector_entry_points() == []
-    for env_id, cls in CLASSES.items():
+    for env_id, cls in REGISTERED.items():
         env = gym.make_vec(env_id, num_envs=4, vectorization_mode="vector_entry_point")
         assert type(env) is cls and env.num_envs == 4
         assert env.max_episode_steps == gym.spec(env_id).max_episode_steps
