@@ -237,7 +237,7 @@ class MemberEnvs:
 
     def __init__(self, envs: list[gym.vector.VectorEnv], streams: int) -> None:
         self.envs, self.streams = envs, streams
-        self.members = len(envs) if len(envs) > 1 or envs[0].num_envs == streams else envs[0].num_envs // streams
+        self.members = len(envs) if len(envs) > 1 else envs[0].num_envs // streams
         self.single_observation_space = envs[0].single_observation_space
         self.single_action_space = envs[0].single_action_space
 
@@ -273,12 +273,12 @@ Actor = Callable[[Tensor, tuple[int, ...]], Tensor]
 """act(obs [len(members), streams, d], members) → actions [len(members), streams, ...]."""
 
 
-def _full_actions(space: gym.Space, act: Tensor, members: tuple[int, ...], total: int, streams: int) -> np.ndarray:
-    """The env action array for all members' sub-envs: members' actions in their rows, a placeholder (zeros, as
-    the env reads them) in the rows of members no longer collecting, whose steps are never recorded."""
-    array = np.zeros((total // streams, *act.shape[1:]), dtype=act.numpy().dtype)
-    array[list(members)] = act.numpy()
-    return _to_env_action(space, torch.as_tensor(array.reshape(total, *act.shape[2:])))
+def _all_rows(actions: Tensor, members: tuple[int, ...], count: int) -> Tensor:
+    """Actions [len(members), streams, ...] placed in the rows of all `count` members' sub-envs, member by member;
+    zeros (a placeholder action) in the rows of members no longer collecting, whose steps are never recorded."""
+    full = torch.zeros((count, *actions.shape[1:]), dtype=actions.dtype)
+    full[list(members)] = actions
+    return full.reshape(-1, *actions.shape[2:])
 
 
 def run_episodes(
@@ -306,11 +306,8 @@ def run_episodes(
         actions = act(obs.reshape(envs.members, streams, -1)[list(members)], members)
         room = None if budgets is None else budgets - rec.steps
         valid = within(~finished, room) & np.repeat(np.isin(np.arange(envs.members), members), streams)
-        raw, rew, term, trunc = envs.step(
-            _full_actions(envs.single_action_space, actions, members, len(valid), streams)
-        )
-        full = torch.zeros((len(valid), *actions.shape[2:]), dtype=actions.dtype)
-        full.view(envs.members, streams, *actions.shape[2:])[list(members)] = actions
+        full = _all_rows(actions, members, envs.members)
+        raw, rew, term, trunc = envs.step(_to_env_action(envs.single_action_space, full))
         done, faults = rec.add(obs, full, rew, term, trunc, valid=valid, next_obs=raw)
         finished |= done.reshape(envs.members, streams)
         next_obs = encode_obs(space, raw)
@@ -394,11 +391,8 @@ class GymCollector:
             actions = act(self.obs.reshape(self.envs.members, streams, -1)[list(rows)], rows)
             live = ~self.after_done & collecting
             valid = within(live.reshape(self.envs.members, streams), None if room is None else room - rec.steps)
-            raw, rew, term, trunc = self.envs.step(
-                _full_actions(self.envs.single_action_space, actions, rows, total, streams)
-            )
-            full = torch.zeros((total, *actions.shape[2:]), dtype=actions.dtype)
-            full.view(self.envs.members, streams, *actions.shape[2:])[list(rows)] = actions
+            full = _all_rows(actions, rows, self.envs.members)
+            raw, rew, term, trunc = self.envs.step(_to_env_action(self.envs.single_action_space, full))
             self.after_done, faults = rec.add(self.obs, full, rew, term, trunc, valid=valid, next_obs=raw)
             self.obs = encode_obs(self.space, raw)
             for m in rows:
