@@ -304,6 +304,68 @@ def bench_sb3(
     console.print(table)
 
 
+@bench_app.command("throughput")
+def bench_throughput(
+    algos: Annotated[str, typer.Option(help="Comma-separated algorithms.")] = "ppo,grpo",
+    envs: Annotated[str, typer.Option(help="Comma-separated built-in env ids.")] = ",".join(DEFAULT_ENVS),
+    batches: Annotated[str, typer.Option(help="Comma-separated seed-batch sizes.")] = "1,5,10,20",
+    fraction: Annotated[float, typer.Option(help="Share of each env's quick budget per run.")] = 0.1,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds (each size keeps its best).")] = 2,
+    sb3: Annotated[bool, typer.Option(help="Also time Stable-Baselines3's PPO (classic envs).")] = True,
+    matrix: Annotated[
+        bool, typer.Option(help="Also time the default matrix: 5 seeds a process per run vs 10 seeds in batches of 10.")
+    ] = False,
+) -> None:
+    """Env steps/s of a worker training a batch of seeds together, per seed-batch size, with ratios to a batch of
+    one and to Stable-Baselines3's PPO (same hyperparameters), measured side by side in this process."""
+    from rlbench.throughput_bench import matrix_wall_times, throughput
+
+    try:
+        algo_names, env_ids = parse_list(algos, "--algos"), parse_list(envs, "--envs")
+        for env_id in env_ids:
+            if env_id not in BUILTIN_ENVS:
+                raise MatrixError(f"--envs: {env_id!r} is not built in; allowed: {', '.join(BUILTIN_ENVS)}")
+        sizes = parse_ints(batches, "--batches")
+        if 1 not in sizes or min(sizes) < 1:
+            raise MatrixError(f"--batches must be sizes ≥ 1 including 1 (the reference), got {batches}")
+        if not 0 < fraction <= 1:
+            raise MatrixError(f"--fraction must be in (0, 1], got {fraction}")
+        if rounds < 1:
+            raise MatrixError(f"--rounds must be ≥ 1, got {rounds}")
+        others = [name for name in algo_names if name not in NATIVE]
+        if others:
+            raise MatrixError(f"--algos {', '.join(others)}: not rlbench's loop; allowed: {', '.join(NATIVE)}")
+        rows = throughput(algo_names, env_ids, sizes, fraction, rounds, sb3)
+    except MatrixError as err:
+        raise fail(str(err)) from None
+    title = f"env steps/s of one worker (1 thread), {fraction:g} of each quick budget per run, best of {rounds}"
+    table = Table(title=title)
+    for col in ("algo", "env", "seed batch", "env steps/s", "× batch 1", "× SB3 PPO", "wall (s)"):
+        table.add_column(col, justify="left" if col in ("algo", "env") else "right")
+    for row in rows.itertuples():
+        vs_sb3 = "" if row.vs_sb3 != row.vs_sb3 else f"{row.vs_sb3:.2f}×"
+        table.add_row(
+            row.algo,
+            escape(row.env),
+            str(row.seed_batch),
+            f"{row.env_steps_per_s:,.0f}",
+            f"{row.vs_batch_1:.2f}×",
+            vs_sb3,
+            f"{row.wall_s:.1f}",
+        )
+    console.print(table)
+    if matrix:
+        sweeps = matrix_wall_times()
+        table = Table(title="the default matrix (rlbench run --algos all, no report)")
+        for col in ("seeds", "seed batch", "runs", "wall (min)"):
+            table.add_column(col, justify="right")
+        for row in sweeps.itertuples():
+            table.add_row(str(row.seeds), str(row.seed_batch), str(row.runs), f"{row.wall_s / 60:.1f}")
+        console.print(table)
+        old, new = sweeps.wall_s.iloc[0], sweeps.wall_s.iloc[1]
+        console.print(f"10 seeds in batches of 10 took {new / old:.2f}× the wall time of 5 seeds a process per run")
+
+
 @bench_app.command("probe")
 def bench_probe(
     algos: Annotated[str, typer.Option(help="Comma-separated algorithms.")] = "ppo,grpo,pg",

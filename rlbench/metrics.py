@@ -64,6 +64,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def count_flops(fn: Callable[[], T]) -> tuple[T, int, float]:
+    """(fn(), the FLOPs PyTorch's flop counter counts in it, the wall time of the counted call)."""
+    start = time.perf_counter()
+    with FlopCounterMode(display=False) as counter:
+        out = fn()
+    return out, int(counter.get_total_flops()), time.perf_counter() - start
+
+
 class FlopMeter:
     """Exact FLOPs of repeated calls, by PyTorch's flop counter (matrix products and convolutions, forward
     and backward; elementwise ops are not counted), without running the slow counter on every call.
@@ -89,22 +97,29 @@ class FlopMeter:
 
     def measure(self, site: str, shape: tuple, fn: Callable[[], T]) -> tuple[T, int]:
         """(fn(), its FLOPs) for a call at `site` whose tensor shapes are determined by `shape`."""
-        rows, key = shape[0], (site, *shape[1:])
-        self.calls += 1
-        known = self.counts.setdefault(key, {})
-        flops = known.get(rows, self._on_line(key, rows))
+        flops = self.known(site, shape)
         if flops is not None:
             return fn(), flops
-        start = time.perf_counter()
-        with FlopCounterMode(display=False) as counter:
-            out = fn()
-        self.count_s += time.perf_counter() - start
+        out, flops, seconds = count_flops(fn)
+        self.record(site, shape, flops, seconds)
+        return out, flops
+
+    def known(self, site: str, shape: tuple) -> int | None:
+        """The FLOPs of a call at `site` with `shape` if counted or predicted, else None (then `record` the
+        fresh count); counts as a measured call."""
+        rows, key = shape[0], (site, *shape[1:])
+        self.calls += 1
+        return self.counts.get(key, {}).get(rows, self._on_line(key, rows))
+
+    def record(self, site: str, shape: tuple, flops: int, seconds: float) -> None:
+        """A fresh count of a call that `known` did not know, which took `seconds` with the counter."""
+        rows, key = shape[0], (site, *shape[1:])
+        known = self.counts.setdefault(key, {})
+        self.count_s += seconds
         self.fresh += 1
-        flops = int(counter.get_total_flops())
         if len(known) == 2 and key not in self.affine:
             self.affine[key] = self._line(known, rows) == flops
         known[rows] = flops
-        return out, flops
 
     def _on_line(self, key: tuple, rows: int) -> int | None:
         if not (self.predict and self.affine.get(key)):

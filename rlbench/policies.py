@@ -82,18 +82,25 @@ class MLPPolicy(nn.Module):
 
     def evaluate(self, units: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """(log π(a|s), entropy) for units["obs"] [B, d] and units["act"]; both [B]."""
-        obs, act = units["obs"], units["act"]
-        if self.log_std is not None:
-            mean, log_std = self.net(obs), self.log_std.expand(obs.shape[0], -1)
-            logp = -0.5 * (((act - mean) / log_std.exp()) ** 2) - log_std - 0.5 * math.log(2 * math.pi)
-            return logp.sum(-1), (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
-        actions = act.unsqueeze(-1) if len(self.heads) == 1 else act
-        logp = torch.zeros(obs.shape[0])
-        entropy = torch.zeros(obs.shape[0])
-        for i, head in enumerate(self._split_logits(obs)):
-            logp = logp + head.gather(-1, actions[:, i : i + 1].long()).squeeze(-1)
-            entropy = entropy - (head.exp() * head).sum(-1)
-        return logp, entropy
+        return log_prob_entropy(self.net(units["obs"]), units["act"], self.heads, self.log_std)
+
+
+def log_prob_entropy(out: Tensor, act: Tensor, heads: list[int], log_std: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(log π(a|s), entropy) from the network output `out` [..., B, n_out] and actions `act` [..., B(, k)]:
+    categorical heads over the splits `heads` of `out`, or a diagonal Gaussian of mean `out` and `log_std`
+    ([n_out], or [..., 1, n_out] with the leading dimensions of `out`); both results [..., B]."""
+    if log_std is not None:
+        log_std = log_std.expand_as(out)
+        logp = -0.5 * (((act - out) / log_std.exp()) ** 2) - log_std - 0.5 * math.log(2 * math.pi)
+        return logp.sum(-1), (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+    actions = act.unsqueeze(-1) if len(heads) == 1 else act
+    logp = torch.zeros(out.shape[:-1])
+    entropy = torch.zeros(out.shape[:-1])
+    for i, part in enumerate(out.split(heads, dim=-1)):
+        head = torch.log_softmax(part, dim=-1)
+        logp = logp + head.gather(-1, actions[..., i : i + 1].long()).squeeze(-1)
+        entropy = entropy - (head.exp() * head).sum(-1)
+    return logp, entropy
 
 
 class MLPCritic(nn.Module):
@@ -108,12 +115,44 @@ class MLPCritic(nn.Module):
         return self.net(units["obs"]).squeeze(-1)
 
 
+class _StackedLinear(torch.autograd.Function):
+    """baddbmm(bias, x, weight) whose weight gradient is computed as gradᵀ·x (transposed back), the order in
+    which autograd differentiates nn.Linear's weight, so each member's gradient equals its own module's bit for
+    bit (bmm's own backward computes xᵀ·grad, which differs in the last bits for narrow inputs)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # noqa: ANN001
+        ctx.save_for_backward(x if weight.requires_grad else None, weight if x.requires_grad else None)
+        return torch.baddbmm(bias, x, weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:  # noqa: ANN001
+        x, weight = ctx.saved_tensors
+        grad_x = grad.bmm(weight.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_weight = grad.transpose(1, 2).bmm(x).transpose(1, 2) if ctx.needs_input_grad[1] else None
+        grad_bias = grad.sum(1, keepdim=True) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias
+
+
 def _stacked_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """x[k] @ weight[k] + bias[k] for every member k, each row bit for bit what nn.Linear gives: one baddbmm, or
-    one addmm per member for a single output unit (baddbmm's result then depends on the number of members)."""
+    """x[k] @ weight[k] + bias[k] for every member k, each row bit for bit what nn.Linear gives (and, under
+    autograd, each member's gradients): one baddbmm, or one addmm per member for a single output unit
+    (baddbmm's result then depends on the number of members)."""
     if weight.shape[-1] == 1:
         return torch.stack([torch.addmm(bias[k], x[k], weight[k]) for k in range(len(x))])
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
+        return _StackedLinear.apply(x, weight, bias)
     return torch.baddbmm(bias, x, weight)
+
+
+def stacked_forward(layers: list[tuple[Tensor, Tensor]], x: Tensor) -> Tensor:
+    """The MLP (tanh between layers) of every member on its own rows: x [members, B, d], each layer's
+    (weight [members, in, out], bias [members, 1, out])."""
+    for i, (weight, bias) in enumerate(layers):
+        x = _stacked_linear(x, weight, bias)
+        if i < len(layers) - 1:
+            x = torch.tanh(x)
+    return x
 
 
 class StackedPolicies:
@@ -151,11 +190,7 @@ class StackedPolicies:
     ) -> Tensor:
         """Actions for obs [len(members), N, d]: row k by policy members[k], sampled with generators[k]."""
         layers, log_std = self._select(members)
-        x = obs
-        for i, (weight, bias) in enumerate(layers):
-            x = _stacked_linear(x, weight, bias)
-            if i < len(layers) - 1:
-                x = torch.tanh(x)
+        x = stacked_forward(layers, obs)
         if log_std is not None:
             if deterministic:
                 return x

@@ -81,14 +81,21 @@ class Trajectories:
         width = local[:, -1] + 1
         return (local + (width.cumsum(0) - width)[:, None]).long()
 
-    def units(self, per_step: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Inputs plus `per_step` [N, T] tensors as minibatch units: whole streams, or flat valid steps that
-        carry their episode id as `seq` (for per-sequence loss aggregation)."""
+    def units(self, per_step: dict[str, Tensor], every_slot: bool = False) -> dict[str, Tensor]:
+        """Inputs plus `per_step` [N, T] tensors as minibatch units: whole streams, or flat steps that carry
+        their episode id as `seq` (for per-sequence loss aggregation) — the valid steps, or with `every_slot`
+        all N·T slots, an invalid slot's values zero and its mask 0 (so every batch of this shape gives units
+        of one shape)."""
         merged = {**self.inputs, **per_step, "mask": self.mask}
         if self.sequence_units:
             return merged
         valid = self.mask.bool()
-        return {key: value[valid] for key, value in {**merged, "seq": self.episode_ids()}.items()}
+        merged["seq"] = self.episode_ids()
+        if not every_slot:
+            return {key: value[valid] for key, value in merged.items()}
+        drop = ~valid.reshape(-1)
+        flat = {key: value.reshape(drop.shape[0], *value.shape[2:]) for key, value in merged.items()}
+        return {key: value.masked_fill(drop.view(-1, *[1] * (value.dim() - 1)), 0) for key, value in flat.items()}
 
 
 def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
@@ -110,13 +117,12 @@ def is_composite(space: gym.Space) -> bool:
 
 
 def make_vec_env(env_id: str, num_envs: int, env_kwargs: dict, fast: bool) -> gym.vector.VectorEnv:
-    """A NEXT_STEP-autoreset vector env. `fast` uses the env's own vector implementation when it has one
-    (CartPole's, whose sub-envs share one generator); otherwise the classic-control envs get rlbench's batched
-    implementations (the same transitions as Gymnasium's scalar envs, per-sub-env seeding: Acrobot, MountainCar
-    and Pendulum always, CartPole when not `fast`) and other envs Gymnasium's sync vector env. Tuple and Dict
-    observations come flattened (`is_composite`)."""
+    """A NEXT_STEP-autoreset vector env. The classic-control envs get rlbench's batched implementations (the same
+    transitions as Gymnasium's scalar envs, with per-sub-env seeding, so the seeds of a batch share one vector
+    env); other envs `fast`: their own vector implementation when they have one, else (and when not `fast`)
+    Gymnasium's sync vector env. Tuple and Dict observations come flattened (`is_composite`)."""
     spec = env_spec(env_id)
-    if spec.id in BATCHED_CLASSIC and not (fast and spec.vector_entry_point is not None):
+    if spec.id in BATCHED_CLASSIC:
         batched = dataclasses.replace(spec, vector_entry_point=BATCHED_CLASSIC[spec.id])
         return gym.make_vec(batched, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
     mode = "vector_entry_point" if fast and spec.vector_entry_point is not None else "sync"
@@ -232,8 +238,8 @@ def within(valid: np.ndarray, room: np.ndarray | None) -> np.ndarray:
 class MemberEnvs:
     """The vector env(s) of a batch of members (seeds), each owning `streams` sub-envs: one vector env of
     members × streams sub-envs when the env seeds its sub-envs one by one (rlbench's batched classic control,
-    Gymnasium's sync vector env), else one vector env per member (CartPole's own vector env draws every sub-env's
-    start from one generator, so members cannot share it)."""
+    Gymnasium's sync vector env), else one vector env per member (an env's own vector implementation may draw
+    every sub-env's start from one generator, as Gymnasium's CartPole's does, so members cannot share it)."""
 
     def __init__(self, envs: list[gym.vector.VectorEnv], streams: int) -> None:
         self.envs, self.streams = envs, streams

@@ -1,7 +1,7 @@
 """Training a column Stable-Baselines3 trains (`sb3_ppo`, `sb3_a2c`) into the same RunResult as rlbench's loop.
 
 SB3 gets the settings of rlbench.sb3_mapping, one seed drawn from the run's `sb3` stream, and whole rollouts of
-the budget (sb3_mapping.rollout_budget). Evaluations are rlbench's own (rlbench.task.evaluator, Evaluations):
+the budget (sb3_mapping.rollout_budget). Evaluations are rlbench's own (rlbench.task.GymEvaluator, Evaluations):
 the same checkpoints, held-out seeds and deterministic actions as a native column. Per-update rows hold what
 means the same as rlbench's metric of that name (episodes finished in the batch, explained variance, lr,
 timings), and SB3's other train/* values under `sb3/` (its approx_kl and clip_fraction are measured during the
@@ -25,7 +25,7 @@ from rlbench.metrics import peak_rss_mb
 from rlbench.rng import np_stream
 from rlbench.sb3_mapping import rollout_budget, sb3_algo, sb3_kwargs
 from rlbench.spec import RunSpec, Status
-from rlbench.task import Evaluations, evaluator
+from rlbench.task import Evaluations, GymEvaluator
 from rlbench.train import RunResult
 
 SAME_MEANING = {"train/explained_variance": "train/explained_variance", "train/learning_rate": "train/lr"}
@@ -55,7 +55,7 @@ def train_sb3(spec: RunSpec) -> RunResult:
         "MlpPolicy", env, seed=seed, device="cpu", verbose=0, **sb3_kwargs(cfg, total, algo)
     )
     actor = SB3Actor(model.policy)
-    evals = Evaluations(evaluator(spec.env_id, spec.env_kwargs, spec.eval_episodes), spec.steps, spec.eval_points)
+    evals = Evaluations(GymEvaluator(spec.env_id, spec.env_kwargs, spec.eval_episodes), spec.steps, spec.eval_points)
     recorder = Recorder(actor, evals)
     start = time.perf_counter()
     evals.before_training(actor)

@@ -23,6 +23,7 @@ from rlbench.metrics import (
     FlopMeter,
     SavedBytes,
     approx_kl,
+    count_flops,
     explained_variance,
     gradient_noise,
     noise_scale_parts,
@@ -31,8 +32,9 @@ from rlbench.metrics import (
 )
 from rlbench.rng import stream_seed, torch_stream
 from rlbench.rollout import GymCollector, RunFault, Trajectories
+from rlbench.seed_stack import SeedStack, stackable
 from rlbench.spec import RunSpec, Status
-from rlbench.task import Evaluations, Task, make_task
+from rlbench.task import Evaluations, GymEvaluator, SharedEnvs, Task, make_task
 
 CLIP_REFERENCE = 0.2
 """ε of train/clip_fraction (the share of samples whose ratio π_new/π_old ended the update outside
@@ -99,6 +101,33 @@ def policy_objective(cfg: AlgoConfig, logp: Tensor, mb: dict[str, Tensor]) -> Te
     return losses.clipped_surrogate(logp, mb["logp_old"], adv, mask, cfg.clip, cfg.clip_high, cfg.loss_agg, seq)
 
 
+def minibatch_loss(
+    cfg: AlgoConfig, logp: Tensor, entropy: Tensor, values: Tensor | None, mb: dict[str, Tensor]
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The loss of one minibatch step and its logged terms: policy loss − ent_coef·entropy (+ kl_coef·KL term
+    when the KL is loss-placed) (+ vf_coef·value loss, `values` being the critic's V(s)). train/kl_ref logs the
+    k3 value of KL(π‖π_ref) whatever the algorithm trains on."""
+    m = mb["mask"]
+    policy_loss = policy_objective(cfg, logp, mb)
+    kl_ref = losses.masked_mean(losses.k3(logp, mb["ref_logp"]), m)
+    ent = losses.masked_mean(entropy, m)
+    loss = policy_loss - cfg.ent_coef * ent
+    terms = {"train/policy_loss": policy_loss, "train/entropy": ent, "train/kl_ref": kl_ref}
+    if cfg.kl_placement == "loss" and cfg.kl_coef > 0:
+        # k3 unweighted is exactly the logged kl_ref: reuse it rather than build the same graph twice.
+        plain_k3 = cfg.kl_estimator == "k3" and not cfg.kl_importance_weight
+        kl_term = (
+            kl_ref
+            if plain_k3
+            else losses.kl_loss(logp, mb["ref_logp"], mb["logp_old"], m, cfg.kl_estimator, cfg.kl_importance_weight)
+        )
+        loss = loss + cfg.kl_coef * kl_term
+    if values is not None:
+        terms["train/value_loss"] = losses.value_loss(values, mb["targets"], m)
+        loss = loss + cfg.vf_coef * terms["train/value_loss"]
+    return loss, terms
+
+
 def split(units: dict[str, Tensor], parts: int, generator: torch.Generator) -> list[dict[str, Tensor]]:
     """Shuffle units along dim 0 and cut them into `parts` disjoint minibatches of near-equal size."""
     n = units["mask"].shape[0]
@@ -138,6 +167,22 @@ def measure_gradient_noise(
     }
 
 
+@dataclass
+class Epochs:
+    """What an update's policy epochs leave: sums of each loss term over steps, the step count, the largest
+    saved-activation bytes of a step and the FLOPs of all steps."""
+
+    sums: dict[str, float] = dataclasses.field(default_factory=dict)
+    steps: int = 0
+    peak: int = 0
+    flops: int = 0
+
+    def add(self, terms: dict[str, float], saved: int, flops: int) -> None:
+        for key, value in terms.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.steps, self.peak, self.flops = self.steps + 1, max(self.peak, saved), self.flops + flops
+
+
 def _all_finite(module: nn.Module) -> bool:
     return all(torch.isfinite(p).all() for p in module.parameters())
 
@@ -167,6 +212,8 @@ class Trainer:
         self.flops = flops or FlopMeter()
         self.reference_s = 0.0
         """Wall time of the reference's forward passes in the current update."""
+        self.saved_bytes: dict[tuple, int] = {}
+        """Saved-activation bytes of a minibatch step per unit shape (step_cost)."""
 
     def step(self, loss: Tensor) -> tuple[Tensor, Tensor]:
         """Backward and one optimizer step with the policy's and the critic's gradients each clipped to
@@ -208,6 +255,13 @@ class Trainer:
         probe and the post-update diagnostics are measurement and are not counted. time/probe_s and
         time/reference_s are the wall time of the probe and of the frozen reference's forward passes.
         """
+        row, units, flops = self.prepare(traj, progress)
+        return self.complete(row, units, self.policy_epochs(units), flops)
+
+    def prepare(self, traj: Trajectories, progress: float) -> tuple[dict[str, float], dict[str, Tensor], int]:
+        """An update up to its optimizer steps: the learning rate for `progress`, a reward-placed KL, advantages,
+        old and reference log-probabilities and the gradient-noise probe. Returns the metrics so far, the
+        minibatch units and the FLOPs counted so far."""
         cfg = self.cfg
         self.reference_s = 0.0
         if cfg.anneal_lr:
@@ -222,7 +276,7 @@ class Trainer:
         (per_step, row), counted = self.flops.measure(
             "advantages", _batch_shape(traj), lambda: estimate_advantages(cfg, traj, self.critic)
         )
-        units = traj.units(per_step)
+        units = traj.units(per_step, every_slot=cfg.collect == "steps")
         flops += counted
         _, counted = self.flops.measure("old_logp", _unit_shape(units), lambda: self._old_logp(units))
         flops += counted
@@ -230,12 +284,16 @@ class Trainer:
         start = time.perf_counter()
         row.update(measure_gradient_noise(cfg, self.policy, units, self.noise_rng))
         row["time/probe_s"] = time.perf_counter() - start
-        terms, counted = self.optimize(units)
-        flops += counted
+        return row, units, flops
+
+    def complete(self, row: dict[str, float], units: dict[str, Tensor], epochs: Epochs, flops: int) -> dict[str, float]:
+        """The rest of an update after its policy epochs: the critic fit, the finiteness check and the
+        post-update diagnostics; returns the update's metrics."""
+        terms, counted = self._after_epochs(units, epochs)
         row.update(terms)
         row.update(self._update_size(units))
         row["train/lr"] = self.optimizer.param_groups[0]["lr"]
-        row["train/flops"] = float(flops)
+        row["train/flops"] = float(flops + counted)
         row["time/reference_s"] = self.reference_s
         return row
 
@@ -268,19 +326,21 @@ class Trainer:
             row["train/explained_variance"] = explained_variance(units["values"][valid], units["targets"][valid])
         return row
 
-    def optimize(self, units: dict[str, Tensor]) -> tuple[dict[str, float], int]:
-        """cfg.epochs × cfg.minibatches optimizer steps on the loss, then the critic fit. Returns the loss terms
-        averaged over steps with train/activation_bytes (the largest saved-activation bytes of a step), and the
-        FLOPs of every step."""
-        sums: dict[str, float] = {}
-        steps, peak, flops = 0, 0, 0
+    def policy_epochs(self, units: dict[str, Tensor]) -> Epochs:
+        """cfg.epochs passes of cfg.minibatches optimizer steps on the loss (rlbench.train.minibatch_loss)."""
+        epochs = Epochs()
         for _ in range(self.cfg.epochs):
             for mb in split(units, self.cfg.minibatches, self.minibatch_rng):
                 (terms, saved), counted = self.flops.measure("step", _unit_shape(mb), partial(self._minibatch_step, mb))
-                for key, value in terms.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                steps, peak, flops = steps + 1, max(peak, saved), flops + counted
-        row = {key: value / steps for key, value in sums.items()}
+                epochs.add(terms, saved, counted)
+        return epochs
+
+    def _after_epochs(self, units: dict[str, Tensor], epochs: Epochs) -> tuple[dict[str, float], int]:
+        """The critic fit after the policy epochs and the finiteness check. Returns the loss terms averaged over
+        the policy steps with train/activation_bytes (the largest saved-activation bytes of a step), and the
+        FLOPs of every step."""
+        row = {key: value / epochs.steps for key, value in epochs.sums.items()}
+        peak, flops = epochs.peak, epochs.flops
         if self.critic is not None and self.cfg.value_epochs:
             row["train/value_loss_fit"], fit_peak, fit_flops = self.fit_critic(units)
             peak, flops = max(peak, fit_peak), flops + fit_flops
@@ -290,39 +350,52 @@ class Trainer:
         return row, flops
 
     def _minibatch_step(self, mb: dict[str, Tensor]) -> tuple[dict[str, float], int]:
-        """One optimizer step on the algorithm's loss on `mb`: policy loss − ent_coef·entropy (+ kl_coef·KL
-        term when the KL is loss-placed) (+ vf_coef·value loss). train/kl_ref logs the k3 value of KL(π‖π_ref)
-        whatever the algorithm trains on. Returns the loss terms and the step's saved-activation bytes."""
-        cfg, critic = self.cfg, self.critic
-        m = mb["mask"]
+        """One optimizer step on the algorithm's loss on `mb` (minibatch_loss); returns the loss terms and the
+        step's saved-activation bytes."""
         with SavedBytes(self.params) as saved:
-            logp, entropy = self.policy.evaluate(mb)
-            policy_loss = policy_objective(cfg, logp, mb)
-            kl_ref = losses.masked_mean(losses.k3(logp, mb["ref_logp"]), m)
-            ent = losses.masked_mean(entropy, m)
-            loss = policy_loss - cfg.ent_coef * ent
-            terms = {"train/policy_loss": policy_loss, "train/entropy": ent, "train/kl_ref": kl_ref}
-            if cfg.kl_placement == "loss" and cfg.kl_coef > 0:
-                # k3 unweighted is exactly the logged kl_ref: reuse it rather than build the same graph twice.
-                plain_k3 = cfg.kl_estimator == "k3" and not cfg.kl_importance_weight
-                kl_term = (
-                    kl_ref
-                    if plain_k3
-                    else losses.kl_loss(
-                        logp, mb["ref_logp"], mb["logp_old"], m, cfg.kl_estimator, cfg.kl_importance_weight
-                    )
-                )
-                loss = loss + cfg.kl_coef * kl_term
-            if critic is not None:
-                terms["train/value_loss"] = losses.value_loss(critic.value(mb), mb["targets"], m)
-                loss = loss + cfg.vf_coef * terms["train/value_loss"]
+            loss, terms = self._loss(mb)
         if not torch.isfinite(loss):
             raise RunFault(Status.DIVERGED, f"loss became {loss.item()}")
         grad_norm, critic_grad_norm = self.step(loss)
         terms["train/loss"], terms["train/grad_norm"] = loss, grad_norm
-        if critic is not None:
+        if self.critic is not None:
             terms["train/critic_grad_norm"] = critic_grad_norm
         return {key: float(value.detach()) for key, value in terms.items()}, saved.bytes
+
+    def _loss(self, mb: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        logp, entropy = self.policy.evaluate(mb)
+        values = self.critic.value(mb) if self.critic is not None else None
+        return minibatch_loss(self.cfg, logp, entropy, values, mb)
+
+    def step_cost(self, mb: dict[str, Tensor]) -> tuple[int, int]:
+        """The FLOPs and saved-activation bytes of a minibatch step on `mb`, as _minibatch_step measures them,
+        for a step taken elsewhere (policy_epochs_together): a shape's first call differentiates the loss
+        without storing anything (the parameters' values do not matter); its bytes are kept per shape."""
+        shape = _unit_shape(mb)
+        flops, saved = self.flops.known("step", shape), self.saved_bytes.get(shape)
+        if flops is None or saved is None:
+
+            def dry() -> int:
+                with SavedBytes(self.params) as meter:
+                    loss, _ = self._loss(mb)
+                torch.autograd.grad(loss, self.params, allow_unused=True)
+                return meter.bytes
+
+            if flops is None:
+                saved, flops, seconds = count_flops(dry)
+                self.flops.record("step", shape, flops, seconds)
+            else:
+                saved = dry()
+            self.saved_bytes[shape] = saved
+        return flops, saved
+
+    def adopt_step_cost(self, mb: dict[str, Tensor], flops: int, saved: int) -> None:
+        """Take the step cost another seed's step_cost measured on a minibatch of the same shape as `mb` (same
+        networks, same shapes: the same FLOPs and bytes), as if step_cost had measured it here."""
+        shape = _unit_shape(mb)
+        if self.flops.known("step", shape) is None:
+            self.flops.record("step", shape, flops, 0.0)
+        self.saved_bytes[shape] = saved
 
     def _update_size(self, units: dict[str, Tensor]) -> dict[str, float]:
         """KL(π_old‖π_new) (k3) over the batch and the share of samples whose ratio left [1 − ε, 1 + ε]."""
@@ -348,6 +421,73 @@ class Trainer:
             "reference_bytes": tensor_bytes(self.reference.parameters()) if self.cfg.kl_coef > 0 else 0,
             "optimizer_state_bytes": tensor_bytes(state),
         }
+
+
+def epochs_together(trainers: list[Trainer], units: list[dict[str, Tensor]]) -> bool:
+    """Whether the seeds' policy epochs can run as one stacked computation: MLP networks (SeedStack), units
+    that are steps of equal count (steps-mode collection), and per-token loss aggregation."""
+    cfg = trainers[0].cfg
+    return (
+        cfg.collect == "steps"
+        and cfg.loss_agg == "token"
+        and all(stackable(t.policy, t.critic) for t in trainers)
+        and len({u["mask"].shape[0] for u in units}) == 1
+    )
+
+
+def policy_epochs_together(trainers: list[Trainer], units: list[dict[str, Tensor]]) -> list[Epochs | RunFault]:
+    """Trainer.policy_epochs of several seeds of one cell at once (epochs_together must allow it). Each seed
+    shuffles its own units with its own minibatch stream; step j's minibatches (equal shapes) are stacked and
+    go through one forward per network (SeedStack), each seed's minibatch_loss, one backward and one Adam step
+    with per-seed clipping. A seed whose loss or gradient norm stops being finite ends with a RunFault (its
+    slice of the stack is no longer read); the others go on. Each seed's FLOPs and saved bytes are those of
+    its own step (Trainer.step_cost, measured on the first seed: the seeds' steps have the same shapes)."""
+    cfg = trainers[0].cfg
+    critics = [t.critic for t in trainers] if trainers[0].critic is not None else None
+    stack = SeedStack([t.policy for t in trainers], critics, [t.optimizer for t in trainers])
+    out: list[Epochs | RunFault] = [Epochs() for _ in trainers]
+    for _ in range(cfg.epochs):
+        parts = [split(u, cfg.minibatches, t.minibatch_rng) for t, u in zip(trainers, units)]
+        for j in range(cfg.minibatches):
+            mbs = [p[j] for p in parts]
+            mb = {key: torch.stack([m[key] for m in mbs]) for key in mbs[0] if key != "seq"}
+            terms = _stacked_step(stack, cfg, mb)
+            flops, saved = trainers[0].step_cost(mbs[0])
+            for k, epochs in enumerate(out):
+                trainers[k].adopt_step_cost(mbs[k], flops, saved)
+                if isinstance(epochs, Epochs):
+                    seed_terms = {key: values[k] for key, values in terms.items()}
+                    fault = _step_fault(seed_terms)
+                    out[k] = fault or epochs
+                    if fault is None:
+                        epochs.add(seed_terms, saved, flops)
+    stack.write_back()
+    return out
+
+
+def _stacked_step(stack: SeedStack, cfg: AlgoConfig, mb: dict[str, Tensor]) -> dict[str, list[float]]:
+    """One optimizer step of every seed in `stack` on its row of the stacked minibatch `mb`; returns each loss
+    term as a list over seeds."""
+    has_critic = stack.critics is not None
+    logp, entropy = stack.evaluate(mb)
+    values = stack.value(mb) if has_critic else None
+    loss_fn = torch.func.vmap(partial(minibatch_loss, cfg), in_dims=(0, 0, 0 if has_critic else None, 0))
+    loss, terms = loss_fn(logp, entropy, values, mb)
+    grad_norm, critic_grad_norm = stack.step(loss, cfg.max_grad_norm)
+    terms["train/loss"], terms["train/grad_norm"] = loss, grad_norm
+    if has_critic:
+        terms["train/critic_grad_norm"] = critic_grad_norm
+    return {key: value.detach().tolist() for key, value in terms.items()}
+
+
+def _step_fault(terms: dict[str, float]) -> RunFault | None:
+    """The fault Trainer._minibatch_step and Trainer.step raise for these terms of one step, if any."""
+    if not math.isfinite(terms["train/loss"]):
+        return RunFault(Status.DIVERGED, f"loss became {terms['train/loss']}")
+    for name, key in (("policy", "train/grad_norm"), ("critic", "train/critic_grad_norm")):
+        if not math.isfinite(terms.get(key, 0.0)):
+            return RunFault(Status.DIVERGED, f"{name} gradient norm became {terms[key]}")
+    return None
 
 
 def penalised(traj: Trajectories, per_step: Tensor, kl_coef: float) -> Trajectories:
@@ -403,6 +543,11 @@ class _Member:
         self.crash: Crash | None = None
         self.training = True
         self.rollout_s = self.update_s = self.wall_s = 0.0
+        self.pending: tuple[Trajectories, dict[str, float], dict[str, Tensor], int] | None = None
+        """The update under way: its batch, metrics so far, units and FLOPs so far (Trainer.prepare)."""
+        self.epochs_done = Epochs()
+        self.update_clock = 0.0
+        """Wall time of the update under way so far."""
 
     def attempt(self, work: Callable[[], None]) -> None:
         """Run `work`; a RunFault ends this run with its status, any other error ends it as a Crash."""
@@ -424,22 +569,34 @@ class _Member:
         else:
             self.reason += f" in update {self.update + 1} (after {self.env_steps} env steps)"
 
-    def learn(self, traj: Trajectories | None, rollout_s: float) -> None:
-        """One update from this run's batch (collected in rollout_s, its share of the batch's collection), then
-        the evaluation it makes due; a batch too small to split ends training (train's docstring)."""
-        if traj is None or not _splittable(self.spec.algo, traj):
-            self.training = False
-            return
-        t1 = time.perf_counter()
-        row = self.trainer.update(traj, self.env_steps / self.spec.steps)
-        t2 = time.perf_counter()
+    def prepare(self, traj: Trajectories) -> None:
+        """Trainer.prepare for this run's batch; the update goes on with `epochs` and `complete`."""
+        start = time.perf_counter()
+        self.pending = (traj, *self.trainer.prepare(traj, self.env_steps / self.spec.steps))
+        self.update_clock = time.perf_counter() - start
+
+    def epochs(self) -> None:
+        """This run's policy epochs on its own (Trainer.policy_epochs)."""
+        start = time.perf_counter()
+        self.epochs_done = self.trainer.policy_epochs(self.pending[2])
+        self.update_clock += time.perf_counter() - start
+
+    def complete(self, rollout_s: float) -> None:
+        """The rest of the update (Trainer.complete) and its metrics row."""
+        start = time.perf_counter()
+        traj, row, units, flops = self.pending
+        row = self.trainer.complete(row, units, self.epochs_done, flops)
+        update_s = self.update_clock + time.perf_counter() - start
         self.env_steps += traj.env_steps
         self.update += 1
-        self.rollout_s, self.update_s = self.rollout_s + rollout_s, self.update_s + (t2 - t1)
-        self.metrics.append(_update_row(self.update, self.env_steps, traj, row, rollout_s, t2 - t1))
-        self.evals.after_update(self.task.policy, self.update, self.env_steps)
+        self.rollout_s, self.update_s = self.rollout_s + rollout_s, self.update_s + update_s
+        self.metrics.append(_update_row(self.update, self.env_steps, traj, row, rollout_s, update_s))
         if self.env_steps >= self.spec.steps:
             self.training = False
+
+    def evaluate(self, checkpoint: int) -> None:
+        """Evaluate the policy with the task's evaluate and record it as `checkpoint`."""
+        self.evals.record(self.update, self.env_steps, checkpoint, self.task.evaluate(self.task.policy))
 
     def result(self) -> RunResult | Crash:
         if self.crash is not None:
@@ -494,35 +651,113 @@ def train_batch(specs: list[RunSpec]) -> list[RunResult | Crash]:
         raise ValueError("a seed batch holds runs of one matrix cell that differ only in their seed")
     first = specs[0]
     cfg = first.algo
-    shared = registry.task_builder(first.env_id) is None
-    collector = GymCollector(first.env_id, first.env_kwargs, cfg, [s.seed for s in specs]) if shared else None
+    shared = None
+    if registry.task_builder(first.env_id) is None:
+        shared = SharedEnvs(
+            GymCollector(first.env_id, first.env_kwargs, cfg, [s.seed for s in specs]),
+            GymEvaluator(first.env_id, first.env_kwargs, first.eval_episodes, len(specs)),
+        )
     members = []
     for spec in specs:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stream_seed(spec.seed, "init"))
-            task = make_task(spec.env_id, spec.env_kwargs, cfg, spec.seed, spec.eval_episodes, collector)
+            task = make_task(spec.env_id, spec.env_kwargs, cfg, spec.seed, spec.eval_episodes, shared)
         members.append(_Member(spec, task))
     try:
-        for member in members:
-            member.attempt(partial(member.evals.before_training, member.task.policy))
+        _evaluate(members, {k: 0 for k in range(len(members))}, shared)
         while training := [k for k, m in enumerate(members) if m.training]:
             start = time.perf_counter()
-            batches = _collect(members, training, collector)
+            batches = _collect(members, training, shared.collector if shared else None)
             share = (time.perf_counter() - start) / len(training)
+            ready, updates = [], [m.update for m in members]
             for k in training:
                 member, traj = members[k], batches[k]
                 if isinstance(traj, RunFault):
                     member.fault(traj)
                     continue
                 member.wall_s += share
-                member.attempt(partial(member.learn, traj, share))
-        for member in members:
-            if member.status == Status.OK and member.crash is None:
-                member.attempt(partial(member.evals.at_end, member.task.policy, member.update, member.env_steps))
+                if traj is None or not _splittable(cfg, traj):
+                    member.training = False
+                    continue
+                ready.append((member, traj))
+            _learn(ready, share)
+            updated = [k for k in training if members[k].update > updates[k]]
+            due = {k: members[k].evals.due_after(members[k].env_steps) for k in updated}
+            _evaluate(members, {k: c for k, c in due.items() if c is not None}, shared)
+        ended = [k for k, m in enumerate(members) if m.status == Status.OK and m.crash is None]
+        due = {k: members[k].evals.due_at_end() for k in ended}
+        _evaluate(members, {k: c for k, c in due.items() if c is not None}, shared)
     finally:
-        for collector in {id(m.task.collector): m.task.collector for m in members}.values():
-            collector.close()
+        if shared is not None:
+            shared.close()
+        else:
+            for member in members:
+                member.task.collector.close()
     return [member.result() for member in members]
+
+
+def _evaluate(members: list[_Member], due: dict[int, int], shared: SharedEnvs | None) -> None:
+    """Evaluate member k for its checkpoint due[k] and record it: together through the shared evaluator (its
+    wall time shared equally), else each with its task's evaluate. An env's RunFault ends that member's run; any
+    other error ends the runs evaluated as Crashes."""
+    if shared is None:
+        for k, checkpoint in due.items():
+            m = members[k]
+            m.attempt(
+                lambda m=m, c=checkpoint: m.evals.record(m.update, m.env_steps, c, m.task.evaluate(m.task.policy))
+            )
+        return
+    if not due:
+        return
+    start = time.perf_counter()
+    try:
+        results: dict[int, dict[str, float] | RunFault | Crash] = shared.evaluator.many(
+            {k: members[k].task.policy for k in due}
+        )
+    except Exception as err:
+        results = dict.fromkeys(due, Crash(f"{type(err).__name__}: {err}", traceback.format_exc()))
+    each = (time.perf_counter() - start) / len(due)
+    for k, checkpoint in due.items():
+        member, result = members[k], results[k]
+        member.wall_s += each
+        if isinstance(result, RunFault):
+            member.fault(result)
+        elif isinstance(result, Crash):
+            member.training, member.crash = False, result
+        else:
+            member.evals.record(member.update, member.env_steps, checkpoint, result)
+
+
+def _learn(ready: list[tuple[_Member, Trajectories]], rollout_s: float) -> None:
+    """One update of each member from its batch (collected in rollout_s each). The members' policy epochs run
+    together (policy_epochs_together) when epochs_together allows it, else one member after another."""
+    for member, traj in ready:
+        member.attempt(partial(member.prepare, traj))
+    going = [member for member, _ in ready if member.training]
+    trainers = [member.trainer for member in going]
+    if len(going) > 1 and epochs_together(trainers, [member.pending[2] for member in going]):
+        start = time.perf_counter()
+        try:
+            results = policy_epochs_together(trainers, [member.pending[2] for member in going])
+        except Exception as err:
+            crash = Crash(f"{type(err).__name__}: {err}", traceback.format_exc())
+            results = [crash] * len(going)
+        each = (time.perf_counter() - start) / len(going)
+        for member, result in zip(going, results):
+            member.wall_s += each
+            member.update_clock += each
+            if isinstance(result, Epochs):
+                member.epochs_done = result
+            elif isinstance(result, RunFault):
+                member.fault(result)
+            else:
+                member.training, member.crash = False, result
+    else:
+        for member in going:
+            member.attempt(member.epochs)
+    for member in going:
+        if member.training:
+            member.attempt(partial(member.complete, rollout_s))
 
 
 def _collect(
