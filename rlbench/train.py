@@ -155,10 +155,14 @@ def measure_gradient_noise(
         logp, _ = policy.evaluate(mb)
         g = torch.autograd.grad(policy_objective(cfg, logp, mb), params, allow_unused=True)
         grads.append(torch.cat([(x if x is not None else torch.zeros_like(p)).flatten() for x, p in zip(g, params)]))
-    stacked = torch.stack(grads)
-    cosine, rel_var = gradient_noise(stacked)
+    return gradient_noise_metrics(torch.stack(grads), parts)
+
+
+def gradient_noise_metrics(grads: Tensor, parts: list[dict[str, Tensor]]) -> dict[str, float]:
+    """measure_gradient_noise's metrics from the K minibatches' flattened gradients [K, P] and the minibatches."""
+    cosine, rel_var = gradient_noise(grads)
     small = float(np.mean([float(mb["mask"].sum()) for mb in parts]))
-    trace, g2 = noise_scale_parts(stacked, small, small * len(parts))
+    trace, g2 = noise_scale_parts(grads, small, small * len(parts))
     return {
         "train/grad_cosine": cosine,
         "train/grad_rel_var": rel_var,
@@ -256,12 +260,13 @@ class Trainer:
         time/reference_s are the wall time of the probe and of the frozen reference's forward passes.
         """
         row, units, flops = self.prepare(traj, progress)
+        row.update(self.probe(units))
         return self.complete(row, units, self.policy_epochs(units), flops)
 
     def prepare(self, traj: Trajectories, progress: float) -> tuple[dict[str, float], dict[str, Tensor], int]:
-        """An update up to its optimizer steps: the learning rate for `progress`, a reward-placed KL, advantages,
-        old and reference log-probabilities and the gradient-noise probe. Returns the metrics so far, the
-        minibatch units and the FLOPs counted so far."""
+        """An update up to its gradient-noise probe: the learning rate for `progress`, a reward-placed KL,
+        advantages, old and reference log-probabilities. Returns the metrics so far, the minibatch units and the
+        FLOPs counted so far."""
         cfg = self.cfg
         self.reference_s = 0.0
         if cfg.anneal_lr:
@@ -281,10 +286,14 @@ class Trainer:
         _, counted = self.flops.measure("old_logp", _unit_shape(units), lambda: self._old_logp(units))
         flops += counted
         row.update(self._batch_stats(units))
-        start = time.perf_counter()
-        row.update(measure_gradient_noise(cfg, self.policy, units, self.noise_rng))
-        row["time/probe_s"] = time.perf_counter() - start
         return row, units, flops
+
+    def probe(self, units: dict[str, Tensor]) -> dict[str, float]:
+        """The gradient-noise probe at the pre-update parameters (measure_gradient_noise) and its wall time."""
+        start = time.perf_counter()
+        row = measure_gradient_noise(self.cfg, self.policy, units, self.noise_rng)
+        row["time/probe_s"] = time.perf_counter() - start
+        return row
 
     def complete(self, row: dict[str, float], units: dict[str, Tensor], epochs: Epochs, flops: int) -> dict[str, float]:
         """The rest of an update after its policy epochs: the critic fit, the finiteness check and the
@@ -435,16 +444,52 @@ def epochs_together(trainers: list[Trainer], units: list[dict[str, Tensor]]) -> 
     )
 
 
-def policy_epochs_together(trainers: list[Trainer], units: list[dict[str, Tensor]]) -> list[Epochs | RunFault]:
-    """Trainer.policy_epochs of several seeds of one cell at once (epochs_together must allow it). Each seed
-    shuffles its own units with its own minibatch stream; step j's minibatches (equal shapes) are stacked and
-    go through one forward per network (SeedStack), each seed's minibatch_loss, one backward and one Adam step
-    with per-seed clipping. A seed whose loss or gradient norm stops being finite ends with a RunFault (its
-    slice of the stack is no longer read); the others go on. Each seed's FLOPs and saved bytes are those of
-    its own step (Trainer.step_cost, measured on the first seed: the seeds' steps have the same shapes)."""
+def update_together(trainers: list[Trainer], units: list[dict[str, Tensor]]) -> list[tuple[dict, Epochs | RunFault]]:
+    """Trainer.probe and Trainer.policy_epochs of several seeds of one cell at once (epochs_together must allow
+    it), through one SeedStack of their networks; returns each seed's probe metrics (time/probe_s: its share of
+    the probe's wall time) and epochs (or the RunFault that ended them)."""
+    stack = SeedStack(
+        [t.policy for t in trainers],
+        [t.critic for t in trainers] if trainers[0].critic is not None else None,
+        [t.optimizer for t in trainers],
+    )
+    start = time.perf_counter()
+    probes = probe_together(stack, trainers, units)
+    share = (time.perf_counter() - start) / len(trainers)
+    for row in probes:
+        row["time/probe_s"] = share
+    epochs = policy_epochs_together(stack, trainers, units)
+    stack.write_back()
+    return list(zip(probes, epochs))
+
+
+def probe_together(stack: SeedStack, trainers: list[Trainer], units: list[dict[str, Tensor]]) -> list[dict]:
+    """measure_gradient_noise of every seed in `stack` (its own minibatch split, from its noise stream), the K
+    minibatches' forward and backward passes batched across seeds."""
+    cfg, n = trainers[0].cfg, len(trainers)
+    parts = [split(u, cfg.noise_splits, t.noise_rng) for t, u in zip(trainers, units)]
+    objective = torch.func.vmap(partial(policy_objective, cfg))
+    grads: list[list[Tensor]] = [[] for _ in trainers]
+    for j in range(cfg.noise_splits):
+        mb = {key: torch.stack([p[j][key] for p in parts]) for key in parts[0][j] if key != "seq"}
+        logp, _ = stack.evaluate(mb)
+        per_param = torch.autograd.grad(objective(logp, mb).sum(), list(stack.policy_params.values()))
+        flat = torch.cat([g.reshape(n, -1) for g in per_param], dim=1)
+        for k in range(n):
+            grads[k].append(flat[k])
+    return [gradient_noise_metrics(torch.stack(g), p) for g, p in zip(grads, parts)]
+
+
+def policy_epochs_together(
+    stack: SeedStack, trainers: list[Trainer], units: list[dict[str, Tensor]]
+) -> list[Epochs | RunFault]:
+    """Trainer.policy_epochs of every seed in `stack` at once. Each seed shuffles its own units with its own
+    minibatch stream; step j's minibatches (equal shapes) are stacked and go through one forward per network,
+    each seed's minibatch_loss, one backward and one Adam step with per-seed clipping. A seed whose loss or
+    gradient norm stops being finite ends with a RunFault (its slice of the stack is no longer read); the others
+    go on. Each seed's FLOPs and saved bytes are those of its own step (Trainer.step_cost, measured on the first
+    seed: the seeds' steps have the same shapes)."""
     cfg = trainers[0].cfg
-    critics = [t.critic for t in trainers] if trainers[0].critic is not None else None
-    stack = SeedStack([t.policy for t in trainers], critics, [t.optimizer for t in trainers])
     out: list[Epochs | RunFault] = [Epochs() for _ in trainers]
     for _ in range(cfg.epochs):
         parts = [split(u, cfg.minibatches, t.minibatch_rng) for t, u in zip(trainers, units)]
@@ -461,7 +506,6 @@ def policy_epochs_together(trainers: list[Trainer], units: list[dict[str, Tensor
                     out[k] = fault or epochs
                     if fault is None:
                         epochs.add(seed_terms, saved, flops)
-    stack.write_back()
     return out
 
 
@@ -570,15 +614,18 @@ class _Member:
             self.reason += f" in update {self.update + 1} (after {self.env_steps} env steps)"
 
     def prepare(self, traj: Trajectories) -> None:
-        """Trainer.prepare for this run's batch; the update goes on with `epochs` and `complete`."""
+        """Trainer.prepare for this run's batch; the update goes on with `epochs` (or update_together) and
+        `complete`."""
         start = time.perf_counter()
         self.pending = (traj, *self.trainer.prepare(traj, self.env_steps / self.spec.steps))
         self.update_clock = time.perf_counter() - start
 
     def epochs(self) -> None:
-        """This run's policy epochs on its own (Trainer.policy_epochs)."""
+        """This run's gradient-noise probe and policy epochs on its own (Trainer.probe, Trainer.policy_epochs)."""
         start = time.perf_counter()
-        self.epochs_done = self.trainer.policy_epochs(self.pending[2])
+        units = self.pending[2]
+        self.pending[1].update(self.trainer.probe(units))
+        self.epochs_done = self.trainer.policy_epochs(units)
         self.update_clock += time.perf_counter() - start
 
     def complete(self, rollout_s: float) -> None:
@@ -729,8 +776,8 @@ def _evaluate(members: list[_Member], due: dict[int, int], shared: SharedEnvs | 
 
 
 def _learn(ready: list[tuple[_Member, Trajectories]], rollout_s: float) -> None:
-    """One update of each member from its batch (collected in rollout_s each). The members' policy epochs run
-    together (policy_epochs_together) when epochs_together allows it, else one member after another."""
+    """One update of each member from its batch (collected in rollout_s each). The members' probes and policy
+    epochs run together (update_together) when epochs_together allows it, else one member after another."""
     for member, traj in ready:
         member.attempt(partial(member.prepare, traj))
     going = [member for member, _ in ready if member.training]
@@ -738,14 +785,15 @@ def _learn(ready: list[tuple[_Member, Trajectories]], rollout_s: float) -> None:
     if len(going) > 1 and epochs_together(trainers, [member.pending[2] for member in going]):
         start = time.perf_counter()
         try:
-            results = policy_epochs_together(trainers, [member.pending[2] for member in going])
+            results = update_together(trainers, [member.pending[2] for member in going])
         except Exception as err:
             crash = Crash(f"{type(err).__name__}: {err}", traceback.format_exc())
-            results = [crash] * len(going)
+            results = [({}, crash)] * len(going)
         each = (time.perf_counter() - start) / len(going)
-        for member, result in zip(going, results):
+        for member, (probe, result) in zip(going, results):
             member.wall_s += each
             member.update_clock += each
+            member.pending[1].update(probe)
             if isinstance(result, Epochs):
                 member.epochs_done = result
             elif isinstance(result, RunFault):

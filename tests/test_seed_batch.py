@@ -145,14 +145,14 @@ def test_a_batch_refuses_runs_of_different_cells() -> None:
 
 def test_steps_mode_seeds_take_their_optimizer_steps_together(monkeypatch) -> None:
     torch.set_num_threads(1)
-    together = train_module.policy_epochs_together
+    together = train_module.update_together
     calls = []
 
     def counting(trainers, units):
         calls.append(len(trainers))
         return together(trainers, units)
 
-    monkeypatch.setattr(train_module, "policy_epochs_together", counting)
+    monkeypatch.setattr(train_module, "update_together", counting)
     results = train_batch([spec("ppo", "Pendulum-v1", s) for s in range(3)])
     assert calls == [3] * results[0].summary["updates"]
     calls.clear()
