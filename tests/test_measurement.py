@@ -149,8 +149,9 @@ def test_no_run_trains_past_its_smoke_budget(name, env_id):
     assert result.summary["status"] == "ok"
     assert result.metrics[-1]["env_steps"] == result.summary["env_steps"] <= budget
     assert result.evals[-1]["checkpoint"] == 3 and result.evals[-1]["env_steps"] == result.summary["env_steps"]
-    if env_id != ENV_ID:  # Gymnasium batches are cut at the budget exactly
-        assert result.summary["env_steps"] == budget
+    if env_id != ENV_ID:  # Gymnasium batches are cut at the budget exactly, unless too few steps were left to split
+        left = budget - result.summary["env_steps"]
+        assert left == 0 or 0 < left < max(cfg.minibatches, cfg.noise_splits)
 
 
 def test_a_cut_episode_ends_truncated_at_the_budget():
