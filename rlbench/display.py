@@ -71,8 +71,8 @@ class SweepDisplay:
         if skipped:
             self.console.print(f"{skipped} run(s) already finished in {self.out} were skipped", highlight=False)
 
-    def on_start(self, cell: RunSpec) -> None:
-        self.state.start(str(cell.run_dir(self.out)), time.monotonic())
+    def on_start(self, batch: list[RunSpec]) -> None:
+        self.state.start([str(cell.run_dir(self.out)) for cell in batch], time.monotonic())
 
     def on_done(self, outcome: Outcome) -> None:
         key = str(outcome.run_dir)

@@ -100,9 +100,10 @@ class Executor:
         sweep: Sweep,
         specs: list[RunSpec],
         on_done: Callable[[Outcome], None],
-        on_start: Callable[[RunSpec], None] | None = None,
+        on_start: Callable[[list[RunSpec]], None] | None = None,
     ) -> list[Outcome]:
-        """Run every unfinished spec; on_start(spec) when a run is submitted, on_done(outcome) when one ends."""
+        """Run every unfinished spec; on_start(batch) when a seed batch is submitted, on_done(outcome) when a run
+        ends."""
         outcomes: list[Outcome] = []
 
         def finish(outcome: Outcome) -> None:
@@ -129,8 +130,7 @@ class Executor:
                         sweep.start(spec)
                     running[backend.submit(batch)] = (batch, time.monotonic())
                     if on_start is not None:
-                        for spec in batch:
-                            on_start(spec)
+                        on_start(batch)
                 for handle in backend.ready(list(running), 0.5):
                     batch, _ = running.pop(handle)
                     for outcome in record(sweep, batch, backend.collect(handle)):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -127,21 +127,26 @@ class SweepProgress:
     workers: int
     model: CostModel = field(default_factory=CostModel)
     started: dict[str, float] = field(default_factory=dict)
+    batches: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Each started run's seed batch (the runs one worker trains together)."""
     finished: list[Finished] = field(default_factory=list)
     skipped: set[str] = field(default_factory=set)
 
-    def start(self, key: str, now: float) -> None:
-        """A run started."""
-        self.started[key] = now
+    def start(self, keys: Sequence[str], now: float) -> None:
+        """A seed batch of runs started (one worker trains them together; a single run is a batch of one)."""
+        for key in keys:
+            self.started[key] = now
+            self.batches[key] = tuple(keys)
 
     def skip(self, key: str) -> None:
         """A run finished in an earlier sweep: it costs nothing now and says nothing about speed."""
         self.skipped.add(key)
 
     def finish(self, key: str, now: float, end: RunEnd) -> Finished:
-        """A run ended (any status: a failed or timed-out run also took the sweep's time); its wall time
-        refines the cost model, split into training and overhead where the run reports its training time."""
-        seconds = now - self.started.pop(key, now)
+        """A run ended (any status: a failed or timed-out run also took the sweep's time); its wall time — its
+        batch's time so far ÷ the batch's size, as the runs of a batch share one worker — refines the cost model,
+        split into training and overhead where the run reports its training time."""
+        seconds = (now - self.started.pop(key, now)) / len(self.batches.pop(key, (key,)))
         done = Finished(key, self.works[key], end.status, end.final_return, seconds)
         train = end.train_seconds if math.isfinite(end.train_seconds) else None
         self.model.observe(done.work, seconds, train)
@@ -169,11 +174,16 @@ class SweepProgress:
     def eta(self, now: float) -> float | None:
         """Seconds until the sweep ends, or None before any run has been measured.
 
-        Each run costs budget × its estimated seconds per env step; a running run costs what its estimate
-        has left (at least 0); the pending runs are dealt to `workers` slots in sweep order.
+        Each run costs budget × its estimated seconds per env step; a running seed batch costs what the
+        estimates of its runs have left (at least 0); the pending runs are dealt to `workers` slots in sweep
+        order (one by one: the estimate does not know how they will be batched).
         """
         if not self.model.measured:
             return None
-        busy = [max(0.0, self.model.expected(self.works[k]) - (now - t)) for k, t in self.started.items()]
+        running = {self.batches[k]: t for k, t in self.started.items()}
+        busy = [
+            max(0.0, sum(self.model.expected(self.works[k]) for k in keys if k in self.started) - (now - t))
+            for keys, t in running.items()
+        ]
         queue = [self.model.expected(self.works[k]) for k in self.pending]
         return schedule_span(self.workers, busy, queue)

@@ -52,7 +52,7 @@ def simulate(works: dict[str, Work], seconds: dict[str, float]) -> list[tuple[fl
     progress, now, points = SweepProgress(works, workers=1), 0.0, []
     total = sum(seconds.values())
     for key in works:
-        progress.start(key, now)
+        progress.start([key], now)
         now += seconds[key]
         progress.finish(key, now, RunEnd("ok"))
         points.append((total - now, progress.eta(now)))
@@ -79,21 +79,31 @@ def test_eta_weights_runs_by_budget_and_learns_each_envs_speed() -> None:
 def test_eta_counts_what_running_runs_have_left_and_parallel_workers() -> None:
     works = {k: Work("A", "pg", 1000) for k in "abcde"}
     progress = SweepProgress(works, workers=2)
-    progress.start("a", 0.0)
-    progress.start("b", 0.0)
+    progress.start(["a"], 0.0)
+    progress.start(["b"], 0.0)
     progress.finish("a", 2.0, RunEnd("ok"))  # 2 s per run
-    progress.start("c", 2.0)
+    progress.start(["c"], 2.0)
     # at t=3: b has ~0 left (expected 2, ran 3), c has 1 left; d and e wait: slots (0, 1) → d: 2, e: 3
     assert progress.eta(3.0) == pytest.approx(3.0)
     assert progress.pending == ["d", "e"]
     assert (progress.done_count("A"), progress.total("A")) == (1, 5)
 
 
+def test_a_seed_batchs_runs_share_its_time_and_its_worker() -> None:
+    works = {k: Work("A", "pg", 1000) for k in "abcdef"}
+    progress = SweepProgress(works, workers=1)
+    progress.start(["a", "b"], 0.0)
+    assert [progress.finish(k, 4.0, RunEnd("ok")).seconds for k in "ab"] == [2.0, 2.0]  # 4 s for two runs
+    progress.start(["c", "d"], 4.0)
+    # at t=5: the running batch has 2 + 2 − 1 = 3 s left, then e and f take 2 s each on the one worker
+    assert progress.eta(5.0) == pytest.approx(7.0)
+
+
 def test_skipped_and_failed_runs() -> None:
     works = {k: Work("A", "pg", 1000) for k in "abc"}
     progress = SweepProgress(works, workers=1)
     progress.skip("a")
-    progress.start("b", 0.0)
+    progress.start(["b"], 0.0)
     progress.finish("b", 0.5, RunEnd("failed"))
     assert progress.eta(0.5) == pytest.approx(0.5)  # a failed run's time still counts: never "unknown" again
     assert progress.done_count() == 2 and progress.pending == ["c"]
