@@ -686,13 +686,14 @@ def train_batch(specs: list[RunSpec]) -> list[RunResult | Crash]:
     steps, measuring everything on the way; returns each run's result in order.
 
     Each seed keeps its own networks, optimizer, random streams and evaluations; on Gymnasium envs one
-    GymCollector serves all seeds (their envs stepped together, their policies' forward passes batched), so a
+    GymCollector and one GymEvaluator serve all seeds (their envs stepped together, their policies' forward
+    passes batched), and in steps mode their probes and optimizer steps run stacked (update_together), so a
     seed's results do not depend on its batch. Each batch is collected with the budget left (rlbench.rollout:
     the last batch is cut at the budget), so no run trains on more than its budget. A run's training ends at
     the budget, or earlier when the steps left give a batch with fewer units than the update splits into
     (minibatches, noise probe; that batch is discarded unused), at a RunFault (its status) or at any other
     error (a Crash); the other seeds go on. Evaluations follow rlbench.task.Evaluations. Times are each run's
-    own, with the batch's collection shared equally by the runs collecting.
+    own, with what the batch did together (collection, stacked steps, evaluations) shared equally.
     """
     if len({spec.cell for spec in specs}) != 1:
         raise ValueError("a seed batch holds runs of one matrix cell that differ only in their seed")
