@@ -16,7 +16,8 @@ def test_bench_prints_each_runs_measurement_shares() -> None:
     rows = re.findall(rf"│ (pg|grpo-g2)\s+│ CartPole-v1\s+│\s+[\d.]+ │{share} │{share} │{share} │", result.output)
     assert [row[0] for row in rows] == ["pg", "grpo-g2"], result.output
     for _, probe, reference, total in rows:
-        assert 0 < float(reference) and 0 < float(probe) and abs(float(probe) + float(reference) - float(total)) <= 0.1
+        # each printed share is rounded to 0.1 %, so the printed sum can be off by up to 3 × 0.05 %
+        assert 0 < float(reference) and 0 < float(probe) and abs(float(probe) + float(reference) - float(total)) <= 0.15
 
 
 def test_bench_refuses_an_unknown_algorithm() -> None:
