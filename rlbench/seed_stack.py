@@ -16,11 +16,12 @@ def stackable(policy: nn.Module, critic: nn.Module | None) -> bool:
 
 
 class SeedStack:
-    """Trainable stacked copies of each seed's policy (and critic) parameters with an Adam holding each seed's
-    moments; `write_back` returns parameters and moments to every seed's own modules and optimizer.
+    """Trainable stacked copies of each seed's policy (and critic) parameters, with each seed's Adam moments
+    stacked beside them and stepped by Adam's own operations (`_adam`); `write_back` returns parameters and
+    moments to every seed's own modules and optimizer.
 
-    Built from the seeds' `params` lists (policy parameters first, then the critic's, as rlbench.train.Trainer
-    orders them) and their optimizers, which must hold the same settings and step count.
+    Built from the seeds' policies, critics (None without one) and torch Adam optimizers over policy then critic
+    parameters (as rlbench.train.Trainer makes them), which must hold the same settings and step count.
     """
 
     def __init__(
