@@ -116,14 +116,15 @@ class MLPCritic(nn.Module):
 
 
 class _StackedLinear(torch.autograd.Function):
-    """baddbmm(bias, x, weight) whose weight gradient is computed as gradᵀ·x (transposed back), the order in
-    which autograd differentiates nn.Linear's weight, so each member's gradient equals its own module's bit for
-    bit (bmm's own backward computes xᵀ·grad, which differs in the last bits for narrow inputs)."""
+    """baddbmm(bias, x, weight) (bmm without a bias) whose weight gradient is computed as gradᵀ·x (transposed
+    back), the order in which autograd differentiates nn.Linear's weight and a matmul by a transposed weight, so
+    each member's gradient equals its own module's bit for bit (bmm's own backward computes xᵀ·grad, which
+    differs in the last bits for narrow inputs)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # noqa: ANN001
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # noqa: ANN001
         ctx.save_for_backward(x if weight.requires_grad else None, weight if x.requires_grad else None)
-        return torch.baddbmm(bias, x, weight)
+        return torch.bmm(x, weight) if bias is None else torch.baddbmm(bias, x, weight)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:  # noqa: ANN001
@@ -134,22 +135,23 @@ class _StackedLinear(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias
 
 
-def _stacked_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """x[k] @ weight[k] + bias[k] for every member k, each row bit for bit what nn.Linear gives (and, under
-    autograd, each member's gradients): one baddbmm, or one addmm per member for a single output unit
-    (baddbmm's result then depends on the number of members)."""
-    if weight.shape[-1] == 1:
+def stacked_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """x[k] @ weight[k] + bias[k] for every member k, each row bit for bit what nn.Linear gives for 2-D input
+    (addmm; without a bias: a matmul by the transposed weight) and, under autograd, each member's gradients: one
+    baddbmm, or one addmm per member for a single output unit (baddbmm's result then depends on the number of
+    members)."""
+    if weight.shape[-1] == 1 and bias is not None:
         return torch.stack([torch.addmm(bias[k], x[k], weight[k]) for k in range(len(x))])
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
         return _StackedLinear.apply(x, weight, bias)
-    return torch.baddbmm(bias, x, weight)
+    return torch.bmm(x, weight) if bias is None else torch.baddbmm(bias, x, weight)
 
 
 def stacked_forward(layers: list[tuple[Tensor, Tensor]], x: Tensor) -> Tensor:
     """The MLP (tanh between layers) of every member on its own rows: x [members, B, d], each layer's
     (weight [members, in, out], bias [members, 1, out])."""
     for i, (weight, bias) in enumerate(layers):
-        x = _stacked_linear(x, weight, bias)
+        x = stacked_linear(x, weight, bias)
         if i < len(layers) - 1:
             x = torch.tanh(x)
     return x

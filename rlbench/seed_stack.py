@@ -1,18 +1,24 @@
-"""The MLP networks and Adam state of several seeds stacked along a leading seed dimension, so that one
-backward pass and one optimizer step serve them all while every seed keeps its own gradient clipping and its
-own Adam moments (Adam and the clip's scaling act element by element, so stacking changes no value)."""
+"""The networks and Adam state of several seeds stacked along a leading seed dimension, so that one backward
+pass and one optimizer step serve them all while every seed keeps its own gradient clipping and its own Adam
+moments (Adam and the clip's scaling act element by element, so stacking changes no value). The networks are
+rlbench's MLP actor and critic or TextGen's GRU language model and value model (rlbench.stacked_lm)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from rlbench import stacked_lm
+from rlbench.envs.textgen_lm import TokenLM
 from rlbench.policies import MLPCritic, MLPPolicy, log_prob_entropy, stacked_forward
+from rlbench.textgen_task import ValueModel
 
 
 def stackable(policy: nn.Module, critic: nn.Module | None) -> bool:
-    """Whether a run's networks can join a SeedStack (rlbench's MLP actor and critic)."""
-    return isinstance(policy, MLPPolicy) and (critic is None or isinstance(critic, MLPCritic))
+    """Whether a run's networks can join a SeedStack (rlbench's MLP actor and critic, or TextGen's models)."""
+    if isinstance(policy, MLPPolicy):
+        return critic is None or isinstance(critic, MLPCritic)
+    return isinstance(policy, TokenLM) and (critic is None or isinstance(critic, ValueModel))
 
 
 class SeedStack:
@@ -25,7 +31,7 @@ class SeedStack:
     """
 
     def __init__(
-        self, policies: list[MLPPolicy], critics: list[MLPCritic] | None, optimizers: list[torch.optim.Adam]
+        self, policies: list[nn.Module], critics: list[nn.Module] | None, optimizers: list[torch.optim.Adam]
     ) -> None:
         self.policies, self.critics, self.optimizers = policies, critics, optimizers
         self.owned = [list(p.parameters()) + (list(c.parameters()) if critics else []) for p, c in self._pairs()]
@@ -34,6 +40,10 @@ class SeedStack:
             self.params = [torch.stack(group).requires_grad_() for group in zip(*self.owned)]
         names = [name for name, _ in policies[0].named_parameters()]
         self.policy_params = dict(zip(names, self.params[: self.n_policy]))
+        critic_names = [name for name, _ in critics[0].named_parameters()] if critics else []
+        self.critic_params = dict(zip(critic_names, self.params[self.n_policy :]))
+        self.language_model = isinstance(policies[0], TokenLM)
+        """TextGen's models (rlbench.stacked_lm), else MLPs."""
         group = optimizers[0].param_groups[0]
         if group["weight_decay"] or group["amsgrad"] or group["maximize"]:
             raise ValueError("a SeedStack steps plain Adam (no weight decay, amsgrad or maximize)")
@@ -51,9 +61,9 @@ class SeedStack:
                 if states
                 else {}
             )
-        self.heads = policies[0].heads
+        self.heads = getattr(policies[0], "heads", None)
 
-    def _pairs(self) -> list[tuple[MLPPolicy, MLPCritic | None]]:
+    def _pairs(self) -> list[tuple[nn.Module, nn.Module | None]]:
         return list(zip(self.policies, self.critics or [None] * len(self.policies)))
 
     def _layers(self, params: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
@@ -61,14 +71,19 @@ class SeedStack:
         return [(w.transpose(1, 2), b[:, None]) for w, b in zip(params[0::2], params[1::2])]
 
     def evaluate(self, units: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """(log π(a|s), entropy) of every seed's policy on its own units: obs [S, B, d], act [S, B(, k)]."""
+        """(log π(a|s), entropy) of every seed's policy on its own units: obs [S, B, d], act [S, B(, k)] (for
+        TextGen: prompt [S, N, P], act [S, N, T])."""
+        if self.language_model:
+            return stacked_lm.evaluate(self.policy_params, units)
         net = [param for name, param in self.policy_params.items() if name.startswith("net.")]
         out = stacked_forward(self._layers(net), units["obs"])
         log_std = self.policy_params.get("log_std")
         return log_prob_entropy(out, units["act"], self.heads, None if log_std is None else log_std[:, None])
 
     def value(self, units: dict[str, Tensor]) -> Tensor:
-        """Every seed's V(s) on its own units["obs"] [S, B, d] → [S, B]."""
+        """Every seed's V(s) on its own units["obs"] [S, B, d] → [S, B] (for TextGen: [S, N, T])."""
+        if self.language_model:
+            return stacked_lm.value(self.critic_params, units)
         return stacked_forward(self._layers(self.params[self.n_policy :]), units["obs"]).squeeze(-1)
 
     def step(self, losses: Tensor, max_grad_norm: float) -> tuple[Tensor, Tensor]:

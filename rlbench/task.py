@@ -21,6 +21,10 @@ EVAL_SEED_BASE = 2**31 - 1
 
 
 class Collector(Protocol):
+    """Collects a run's batches. A collector class may also offer `collect_together(collectors, policies,
+    generators, budgets)`, the batches of several seeds' collectors of one matrix cell at once, each what its
+    own `collect` would give (TextGen's generates every seed's completions in one batched pass)."""
+
     def collect(self, policy: nn.Module, generator: torch.Generator, budget: int | None = None) -> Trajectories | None:
         """One update's batch with at most `budget` env steps when given (the rule: rlbench.rollout), or None
         when no batch fits in the budget."""

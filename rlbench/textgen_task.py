@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rlbench import stacked_lm
 from rlbench.algos.config import AlgoConfig
 from rlbench.envs.textgen import TextGenConfig, batch_rewards, eval_prompts, sample_prompts
 from rlbench.envs.textgen_lm import Generation, GRUTrunk, TokenLM, load_or_train_sft
@@ -113,11 +114,37 @@ class TextGenCollector:
         """One update's completions; with `budget`, only the leading whole groups (whole completions for a
         non-group algorithm) whose tokens fit in it are kept, or None when none fits. A completion's reward
         arrives at its last token, so a cut one would carry no outcome; rows past the budget are discarded."""
+        prompts = self.draw_prompts()
         start = time.perf_counter()
-        prompts = np.repeat(sample_prompts(self.rng, self.prompts_per_update, self.cfg), self.repeat, axis=0)
         gen = policy.generate(torch.as_tensor(prompts), self.cfg.max_new_tokens, generator)
-        generated = time.perf_counter()
-        tokens_per_s = float(gen.mask.sum()) / (generated - start)
+        return self.trajectories(prompts, gen, time.perf_counter() - start, budget)
+
+    @staticmethod
+    def collect_together(
+        collectors: list[TextGenCollector],
+        policies: list[TokenLM],
+        generators: list[torch.Generator],
+        budgets: list[int | None],
+    ) -> list[Trajectories | None]:
+        """collectors[k].collect(policies[k], generators[k], budgets[k]) for every seed k of a batch (one matrix
+        cell), all completions generated together (rlbench.stacked_lm.generate: the same tokens as each seed's
+        own generate); time/tokens_per_s counts each seed's share of the generation time."""
+        prompts = [collector.draw_prompts() for collector in collectors]
+        start = time.perf_counter()
+        steps = collectors[0].cfg.max_new_tokens
+        gens = stacked_lm.generate(policies, torch.as_tensor(np.stack(prompts)), steps, generators)
+        share = (time.perf_counter() - start) / len(collectors)
+        return [c.trajectories(p, g, share, b) for c, p, g, b in zip(collectors, prompts, gens, budgets)]
+
+    def draw_prompts(self) -> np.ndarray:
+        """The next update's prompt rows, each of a group's prompts repeated `repeat` times."""
+        return np.repeat(sample_prompts(self.rng, self.prompts_per_update, self.cfg), self.repeat, axis=0)
+
+    def trajectories(
+        self, prompts: np.ndarray, gen: Generation, seconds: float, budget: int | None
+    ) -> Trajectories | None:
+        """The update's batch from the completions `gen` of `prompts`, generated in `seconds` (collect)."""
+        tokens_per_s = float(gen.mask.sum()) / seconds
         rows = self.rows_within(gen.lengths, budget)
         if rows == 0:
             return None

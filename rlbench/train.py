@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,6 +129,11 @@ def minibatch_loss(
     return loss, terms
 
 
+def critic_loss(cfg: AlgoConfig, values: Tensor, mb: dict[str, Tensor]) -> Tensor:
+    """The loss of a critic-fit step (value_epochs): vf_coef · value loss of the critic's V(s) `values`."""
+    return cfg.vf_coef * losses.value_loss(values, mb["targets"], mb["mask"])
+
+
 def split(units: dict[str, Tensor], parts: int, generator: torch.Generator) -> list[dict[str, Tensor]]:
     """Shuffle units along dim 0 and cut them into `parts` disjoint minibatches of near-equal size."""
     n = units["mask"].shape[0]
@@ -174,12 +180,15 @@ def gradient_noise_metrics(grads: Tensor, parts: list[dict[str, Tensor]]) -> dic
 @dataclass
 class Epochs:
     """What an update's policy epochs leave: sums of each loss term over steps, the step count, the largest
-    saved-activation bytes of a step and the FLOPs of all steps."""
+    saved-activation bytes of a step and the FLOPs of all steps (and the critic fit, when it ran with them)."""
 
     sums: dict[str, float] = dataclasses.field(default_factory=dict)
     steps: int = 0
     peak: int = 0
     flops: int = 0
+    critic_fit: tuple[float, int, int] | None = None
+    """The critic fit's (last value loss, largest saved bytes of a step, FLOPs) when it ran with the epochs
+    (update_together), else None: Trainer.complete fits the critic."""
 
     def add(self, terms: dict[str, float], saved: int, flops: int) -> None:
         for key, value in terms.items():
@@ -217,7 +226,7 @@ class Trainer:
         self.reference_s = 0.0
         """Wall time of the reference's forward passes in the current update."""
         self.saved_bytes: dict[tuple, int] = {}
-        """Saved-activation bytes of a minibatch step per unit shape (step_cost)."""
+        """Saved-activation bytes of a minibatch step per (kind, unit shape) (step_cost)."""
 
     def step(self, loss: Tensor) -> tuple[Tensor, Tensor]:
         """Backward and one optimizer step with the policy's and the critic's gradients each clipped to
@@ -247,7 +256,7 @@ class Trainer:
     def _critic_step(self, mb: dict[str, Tensor]) -> tuple[Tensor, int]:
         """One optimizer step on the value loss of `mb`; returns the loss and its saved-activation bytes."""
         with SavedBytes(self.params) as saved:
-            loss = self.cfg.vf_coef * losses.value_loss(self.critic.value(mb), mb["targets"], mb["mask"])
+            loss = critic_loss(self.cfg, self.critic.value(mb), mb)
         self.step(loss)
         return loss, saved.bytes
 
@@ -351,7 +360,8 @@ class Trainer:
         row = {key: value / epochs.steps for key, value in epochs.sums.items()}
         peak, flops = epochs.peak, epochs.flops
         if self.critic is not None and self.cfg.value_epochs:
-            row["train/value_loss_fit"], fit_peak, fit_flops = self.fit_critic(units)
+            fit = epochs.critic_fit or self.fit_critic(units)
+            row["train/value_loss_fit"], fit_peak, fit_flops = fit
             peak, flops = max(peak, fit_peak), flops + fit_flops
         if not (_all_finite(self.policy) and (self.critic is None or _all_finite(self.critic))):
             raise RunFault(Status.DIVERGED, "parameters became non-finite")
@@ -376,35 +386,36 @@ class Trainer:
         values = self.critic.value(mb) if self.critic is not None else None
         return minibatch_loss(self.cfg, logp, entropy, values, mb)
 
-    def step_cost(self, mb: dict[str, Tensor]) -> tuple[int, int]:
-        """The FLOPs and saved-activation bytes of a minibatch step on `mb`, as _minibatch_step measures them,
-        for a step taken elsewhere (policy_epochs_together): a shape's first call differentiates the loss
-        without storing anything (the parameters' values do not matter); its bytes are kept per shape."""
+    def step_cost(self, mb: dict[str, Tensor], kind: str = "step") -> tuple[int, int]:
+        """The FLOPs and saved-activation bytes of a minibatch step on `mb` — a policy step (`step`, as
+        _minibatch_step measures it) or a critic-fit step (`critic_step`, _critic_step) — for a step taken
+        elsewhere (update_together): a shape's first call differentiates the loss without storing anything (the
+        parameters' values do not matter); its bytes are kept per shape."""
         shape = _unit_shape(mb)
-        flops, saved = self.flops.known("step", shape), self.saved_bytes.get(shape)
+        flops, saved = self.flops.known(kind, shape), self.saved_bytes.get((kind, shape))
         if flops is None or saved is None:
 
             def dry() -> int:
                 with SavedBytes(self.params) as meter:
-                    loss, _ = self._loss(mb)
+                    loss = self._loss(mb)[0] if kind == "step" else critic_loss(self.cfg, self.critic.value(mb), mb)
                 torch.autograd.grad(loss, self.params, allow_unused=True)
                 return meter.bytes
 
             if flops is None:
                 saved, flops, seconds = count_flops(dry)
-                self.flops.record("step", shape, flops, seconds)
+                self.flops.record(kind, shape, flops, seconds)
             else:
                 saved = dry()
-            self.saved_bytes[shape] = saved
+            self.saved_bytes[(kind, shape)] = saved
         return flops, saved
 
-    def adopt_step_cost(self, mb: dict[str, Tensor], flops: int, saved: int) -> None:
-        """Take the step cost another seed's step_cost measured on a minibatch of the same shape as `mb` (same
-        networks, same shapes: the same FLOPs and bytes), as if step_cost had measured it here."""
+    def adopt_step_cost(self, mb: dict[str, Tensor], flops: int, saved: int, kind: str = "step") -> None:
+        """Take the cost of a `kind` step that another seed's step_cost measured on a minibatch of the same shape
+        as `mb` (same networks, same shapes: the same FLOPs and bytes), as if step_cost had measured it here."""
         shape = _unit_shape(mb)
-        if self.flops.known("step", shape) is None:
-            self.flops.record("step", shape, flops, 0.0)
-        self.saved_bytes[shape] = saved
+        if self.flops.known(kind, shape) is None:
+            self.flops.record(kind, shape, flops, 0.0)
+        self.saved_bytes[(kind, shape)] = saved
 
     def _update_size(self, units: dict[str, Tensor]) -> dict[str, float]:
         """KL(π_old‖π_new) (k3) over the batch and the share of samples whose ratio left [1 − ε, 1 + ε]."""
@@ -433,21 +444,22 @@ class Trainer:
 
 
 def epochs_together(trainers: list[Trainer], units: list[dict[str, Tensor]]) -> bool:
-    """Whether the seeds' policy epochs can run as one stacked computation: MLP networks (SeedStack), units
-    that are steps of equal count (steps-mode collection), and per-token loss aggregation."""
+    """Whether the seeds' policy epochs can run as one stacked computation (SeedStack): networks it stacks, and
+    units of equal shapes that are steps of the whole batch layout with per-token loss aggregation (steps-mode
+    collection) or whole sequences (TextGen)."""
     cfg = trainers[0].cfg
+    flat_steps = cfg.collect == "steps" and cfg.loss_agg == "token"
     return (
-        cfg.collect == "steps"
-        and cfg.loss_agg == "token"
-        and all(stackable(t.policy, t.critic) for t in trainers)
-        and len({u["mask"].shape[0] for u in units}) == 1
+        all(stackable(t.policy, t.critic) for t in trainers)
+        and ("seq" not in units[0] or flat_steps)
+        and len({_unit_shape(u) for u in units}) == 1
     )
 
 
 def update_together(trainers: list[Trainer], units: list[dict[str, Tensor]]) -> list[tuple[dict, Epochs | RunFault]]:
-    """Trainer.probe and Trainer.policy_epochs of several seeds of one cell at once (epochs_together must allow
-    it), through one SeedStack of their networks; returns each seed's probe metrics (time/probe_s: its share of
-    the probe's wall time) and epochs (or the RunFault that ended them)."""
+    """Trainer.probe, Trainer.policy_epochs and the critic fit (value_epochs) of several seeds of one cell at once
+    (epochs_together must allow it), through one SeedStack of their networks; returns each seed's probe metrics
+    (time/probe_s: its share of the probe's wall time) and epochs (or the RunFault that ended them)."""
     stack = SeedStack(
         [t.policy for t in trainers],
         [t.critic for t in trainers] if trainers[0].critic is not None else None,
@@ -459,6 +471,8 @@ def update_together(trainers: list[Trainer], units: list[dict[str, Tensor]]) -> 
     for row in probes:
         row["time/probe_s"] = share
     epochs = policy_epochs_together(stack, trainers, units)
+    if stack.critics is not None and trainers[0].cfg.value_epochs:
+        epochs = fit_critic_together(stack, trainers, units, epochs)
     stack.write_back()
     return list(zip(probes, epochs))
 
@@ -468,16 +482,45 @@ def probe_together(stack: SeedStack, trainers: list[Trainer], units: list[dict[s
     minibatches' forward and backward passes batched across seeds."""
     cfg, n = trainers[0].cfg, len(trainers)
     parts = [split(u, cfg.noise_splits, t.noise_rng) for t, u in zip(trainers, units)]
-    objective = torch.func.vmap(partial(policy_objective, cfg))
     grads: list[list[Tensor]] = [[] for _ in trainers]
     for j in range(cfg.noise_splits):
-        mb = {key: torch.stack([p[j][key] for p in parts]) for key in parts[0][j] if key != "seq"}
+        mb = _stack_units([p[j] for p in parts])
         logp, _ = stack.evaluate(mb)
-        per_param = torch.autograd.grad(objective(logp, mb).sum(), list(stack.policy_params.values()))
+        objectives = _per_seed(partial(policy_objective, cfg), stack.language_model, logp, mb)
+        per_param = torch.autograd.grad(objectives.sum(), list(stack.policy_params.values()))
         flat = torch.cat([g.reshape(n, -1) for g in per_param], dim=1)
         for k in range(n):
             grads[k].append(flat[k])
     return [gradient_noise_metrics(torch.stack(g), p) for g, p in zip(grads, parts)]
+
+
+def _stack_units(units: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """The seeds' minibatches (equal shapes) stacked along a leading seed dimension (episode ids left out)."""
+    return {key: torch.stack([u[key] for u in units]) for key in units[0] if key != "seq"}
+
+
+def _per_seed(fn: Callable, loop: bool, *stacked: Tensor | dict[str, Tensor] | None) -> Any:
+    """fn applied to every seed's slice of the stacked arguments (None passed as is), the results stacked:
+    vmapped, or with `loop` one call per seed (for a function vmap cannot batch, such as the per-sequence loss
+    aggregation's boolean indexing)."""
+    if not loop:
+        return torch.func.vmap(fn, in_dims=tuple(None if a is None else 0 for a in stacked))(*stacked)
+    seeds = len(next(a for a in stacked if isinstance(a, Tensor)))
+    return _stack_results([fn(*(None if a is None else _slice(a, k) for a in stacked)) for k in range(seeds)])
+
+
+def _slice(stacked: Tensor | dict[str, Tensor], k: int) -> Tensor | dict[str, Tensor]:
+    return {key: value[k] for key, value in stacked.items()} if isinstance(stacked, dict) else stacked[k]
+
+
+def _stack_results(results: list) -> Any:
+    """Per-seed results of one structure (tensors, tuples and dicts of them) as one of stacked tensors."""
+    first = results[0]
+    if isinstance(first, dict):
+        return {key: _stack_results([r[key] for r in results]) for key in first}
+    if isinstance(first, tuple):
+        return tuple(_stack_results(list(parts)) for parts in zip(*results))
+    return torch.stack(results)
 
 
 def policy_epochs_together(
@@ -495,8 +538,7 @@ def policy_epochs_together(
         parts = [split(u, cfg.minibatches, t.minibatch_rng) for t, u in zip(trainers, units)]
         for j in range(cfg.minibatches):
             mbs = [p[j] for p in parts]
-            mb = {key: torch.stack([m[key] for m in mbs]) for key in mbs[0] if key != "seq"}
-            terms = _stacked_step(stack, cfg, mb)
+            terms = _stacked_step(stack, cfg, _stack_units(mbs))
             flops, saved = trainers[0].step_cost(mbs[0])
             for k, epochs in enumerate(out):
                 trainers[k].adopt_step_cost(mbs[k], flops, saved)
@@ -509,14 +551,41 @@ def policy_epochs_together(
     return out
 
 
+def fit_critic_together(
+    stack: SeedStack, trainers: list[Trainer], units: list[dict[str, Tensor]], epochs: list[Epochs | RunFault]
+) -> list[Epochs | RunFault]:
+    """Trainer.fit_critic of every seed in `stack` at once, after its policy epochs `epochs`: each seed's own
+    minibatch order, one stacked critic forward, backward and Adam step per minibatch (the policy, without
+    gradients, stays as it is); a seed whose critic gradient norm stops being finite ends with a RunFault.
+    Returns `epochs` with each going seed's critic fit."""
+    cfg = trainers[0].cfg
+    fits = [(0.0, 0, 0)] * len(trainers)
+    for _ in range(cfg.value_epochs):
+        parts = [split(u, cfg.minibatches, t.minibatch_rng) for t, u in zip(trainers, units)]
+        for j in range(cfg.minibatches):
+            mbs = [p[j] for p in parts]
+            mb = _stack_units(mbs)
+            loss = _per_seed(partial(critic_loss, cfg), stack.language_model, stack.value(mb), mb)
+            _, norms = stack.step(loss, cfg.max_grad_norm)
+            flops, saved = trainers[0].step_cost(mbs[0], "critic_step")
+            for k, trainer in enumerate(trainers):
+                trainer.adopt_step_cost(mbs[k], flops, saved, "critic_step")
+                if isinstance(epochs[k], Epochs) and not math.isfinite(norms[k]):
+                    epochs[k] = RunFault(Status.DIVERGED, f"critic gradient norm became {float(norms[k])}")
+                fits[k] = (float(loss[k].detach()), max(fits[k][1], saved), fits[k][2] + flops)
+    for k, result in enumerate(epochs):
+        if isinstance(result, Epochs):
+            result.critic_fit = fits[k]
+    return epochs
+
+
 def _stacked_step(stack: SeedStack, cfg: AlgoConfig, mb: dict[str, Tensor]) -> dict[str, list[float]]:
     """One optimizer step of every seed in `stack` on its row of the stacked minibatch `mb`; returns each loss
     term as a list over seeds."""
     has_critic = stack.critics is not None
     logp, entropy = stack.evaluate(mb)
     values = stack.value(mb) if has_critic else None
-    loss_fn = torch.func.vmap(partial(minibatch_loss, cfg), in_dims=(0, 0, 0 if has_critic else None, 0))
-    loss, terms = loss_fn(logp, entropy, values, mb)
+    loss, terms = _per_seed(partial(minibatch_loss, cfg), stack.language_model, logp, entropy, values, mb)
     grad_norm, critic_grad_norm = stack.step(loss, cfg.max_grad_norm)
     terms["train/loss"], terms["train/grad_norm"] = loss, grad_norm
     if has_critic:
@@ -813,11 +882,17 @@ def _collect(
     members: list[_Member], training: list[int], shared: GymCollector | None
 ) -> dict[int, Trajectories | RunFault | None]:
     """Each training member's next batch (with its budget left): from the shared collector in one pass, else from
-    each member's own collector in turn."""
+    the members' own collectors, together when their class offers `collect_together` (rlbench.task.Collector),
+    else in turn."""
     budgets = {k: members[k].spec.steps - members[k].env_steps for k in training}
     if shared is not None:
         policies = [m.task.policy for m in members]
         return shared.collect_batch(policies, {k: members[k].trainer.action_rng for k in training}, budgets)
+    collectors = [members[k].task.collector for k in training]
+    together = getattr(collectors[0], "collect_together", None)
+    if together is not None and len(training) > 1:
+        policies, rngs = [members[k].task.policy for k in training], [members[k].trainer.action_rng for k in training]
+        return dict(zip(training, together(collectors, policies, rngs, [budgets[k] for k in training])))
     out: dict[int, Trajectories | RunFault | None] = {}
     for k in training:
         member = members[k]

@@ -17,7 +17,8 @@ from rlbench.seed_stack import SeedStack
 from rlbench.spec import RunSpec, Status
 from rlbench.train import Crash, train_batch
 
-BUDGETS = {"CartPole-v1": 3000, "Acrobot-v1": 3000, "Pendulum-v1": 2400, "MountainCar-v0": 2400}
+TEXTGEN = "rlbench/TextGen-v0"
+BUDGETS = {"CartPole-v1": 3000, "Acrobot-v1": 3000, "Pendulum-v1": 2400, "MountainCar-v0": 2400, TEXTGEN: 3000}
 
 
 def spec(name: str, env_id: str, seed: int, steps: int | None = None) -> RunSpec:
@@ -60,6 +61,8 @@ def assert_same_run(alone, batched) -> None:
         ("ppo_kl", "Acrobot-v1"),
         ("grpo_critic", "Pendulum-v1"),
         ("critic", "MountainCar-v0"),
+        ("grpo", TEXTGEN),
+        ("ppo_kl", TEXTGEN),
     ],
 )
 def test_a_seed_trains_the_same_alone_and_in_a_batch_of_five(name: str, env_id: str) -> None:
@@ -143,7 +146,7 @@ def test_a_batch_refuses_runs_of_different_cells() -> None:
         train_batch([spec("ppo", "CartPole-v1", 0), spec("pg", "CartPole-v1", 1)])
 
 
-def test_steps_mode_seeds_take_their_optimizer_steps_together(monkeypatch) -> None:
+def test_steps_mode_and_textgen_seeds_take_their_optimizer_steps_together(monkeypatch) -> None:
     torch.set_num_threads(1)
     together = train_module.update_together
     calls = []
@@ -155,6 +158,10 @@ def test_steps_mode_seeds_take_their_optimizer_steps_together(monkeypatch) -> No
     monkeypatch.setattr(train_module, "update_together", counting)
     results = train_batch([spec("ppo", "Pendulum-v1", s) for s in range(3)])
     assert calls == [3] * results[0].summary["updates"]
+    calls.clear()
+    results = train_batch([spec("grpo", TEXTGEN, s) for s in range(3)])
+    # every update but the last, whose completions are cut to each seed's own budget left
+    assert calls == [3] * (results[0].summary["updates"] - 1) and len(calls) > 2
     calls.clear()
     train_batch([spec("grpo", "CartPole-v1", s) for s in range(3)])  # episodes: each seed's own unit count
     assert calls == []
