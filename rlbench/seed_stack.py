@@ -61,30 +61,20 @@ class SeedStack:
                 if states
                 else {}
             )
-        self.heads = getattr(policies[0], "heads", None)
 
     def _pairs(self) -> list[tuple[nn.Module, nn.Module | None]]:
         return list(zip(self.policies, self.critics or [None] * len(self.policies)))
 
-    def _layers(self, params: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
-        """(weight as [seeds, in, out], bias as [seeds, 1, out]) of each linear layer of an MLP's `params`."""
-        return [(w.transpose(1, 2), b[:, None]) for w, b in zip(params[0::2], params[1::2])]
-
     def evaluate(self, units: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """(log π(a|s), entropy) of every seed's policy on its own units: obs [S, B, d], act [S, B(, k)] (for
         TextGen: prompt [S, N, P], act [S, N, T])."""
-        if self.language_model:
-            return stacked_lm.evaluate(self.policy_params, units)
-        net = [param for name, param in self.policy_params.items() if name.startswith("net.")]
-        out = stacked_forward(self._layers(net), units["obs"])
-        log_std = self.policy_params.get("log_std")
-        return log_prob_entropy(out, units["act"], self.heads, None if log_std is None else log_std[:, None])
+        return stacked_evaluate(self.policies[0], self.policy_params, units)
 
     def value(self, units: dict[str, Tensor]) -> Tensor:
         """Every seed's V(s) on its own units["obs"] [S, B, d] → [S, B] (for TextGen: [S, N, T])."""
         if self.language_model:
             return stacked_lm.value(self.critic_params, units)
-        return stacked_forward(self._layers(self.params[self.n_policy :]), units["obs"]).squeeze(-1)
+        return stacked_forward(_layers(self.params[self.n_policy :]), units["obs"]).squeeze(-1)
 
     def step(self, losses: Tensor, max_grad_norm: float) -> tuple[Tensor, Tensor]:
         """Backward of every seed's loss (`losses` [S]), each seed's policy and critic gradients clipped to
@@ -132,6 +122,21 @@ class SeedStack:
                         "exp_avg": state["exp_avg"][k].clone(),
                         "exp_avg_sq": state["exp_avg_sq"][k].clone(),
                     }
+
+
+def stacked_evaluate(policy: nn.Module, params: dict[str, Tensor], units: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """(log π(a|s), entropy) of stacked policies of `policy`'s architecture — `params`: its named parameters,
+    each with a leading stack dimension — each on its own slice of `units` (SeedStack.evaluate)."""
+    if isinstance(policy, TokenLM):
+        return stacked_lm.evaluate(params, units)
+    out = stacked_forward(_layers([param for name, param in params.items() if name.startswith("net.")]), units["obs"])
+    log_std = params.get("log_std")
+    return log_prob_entropy(out, units["act"], policy.heads, None if log_std is None else log_std[:, None])
+
+
+def _layers(params: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """(weight as [seeds, in, out], bias as [seeds, 1, out]) of each linear layer of an MLP's `params`."""
+    return [(w.transpose(1, 2), b[:, None]) for w, b in zip(params[0::2], params[1::2])]
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from rlbench import registry
 from rlbench.algos import advantages as adv_fns
 from rlbench.algos import losses
 from rlbench.algos.config import AlgoConfig
+from rlbench.envs.textgen_lm import TokenLM
 from rlbench.metrics import (
     FlopMeter,
     SavedBytes,
@@ -33,7 +34,7 @@ from rlbench.metrics import (
 )
 from rlbench.rng import stream_seed, torch_stream
 from rlbench.rollout import GymCollector, RunFault, Trajectories
-from rlbench.seed_stack import SeedStack, stackable
+from rlbench.seed_stack import SeedStack, stackable, stacked_evaluate
 from rlbench.spec import RunSpec, Status
 from rlbench.task import Evaluations, GymEvaluator, SharedEnvs, Task, make_task
 
@@ -148,15 +149,28 @@ def measure_gradient_noise(
     relative variance, and McCandlish et al.'s unbiased per-update estimates of tr(Σ) and |G|², whose ratio of
     sums over a run is the simple gradient noise scale (comparable across batch sizes).
 
-    One forward and backward per minibatch. Computing all K at once (one torch.func.vmap forward with a
-    parameter copy per minibatch, one backward) was measured no faster in quick runs on CartPole and Acrobot
-    (0.93–1.33× this loop's time, per update on the same batches; a 2-core AMD EPYC): the probe costs about one
-    forward and backward over the batch, dominated by tanh and matrix products at these batch sizes. vmap has
-    no batching rule for TextGen's GRU (aten::gru.input).
+    The K gradients come from one stacked forward and backward over K copies of the policy when the
+    minibatches have equal shapes and the networks stack (rlbench.seed_stack; each gradient bit for bit its own
+    pass's), else from one forward and backward per minibatch.
     """
+    parts = split(units, cfg.noise_splits, generator)
+    language_model = isinstance(policy, TokenLM)
+    if (
+        stackable(policy, None)
+        and (language_model or cfg.loss_agg == "token")
+        and len({_unit_shape(part) for part in parts}) == 1
+    ):
+        copies = {
+            name: p.detach().expand(len(parts), *p.shape).clone().requires_grad_()
+            for name, p in policy.named_parameters()
+        }
+        mb = _stack_units(parts)
+        logp, _ = stacked_evaluate(policy, copies, mb)
+        objectives = _per_seed(partial(policy_objective, cfg), language_model, logp, mb)
+        grads = torch.autograd.grad(objectives.sum(), list(copies.values()))
+        return gradient_noise_metrics(torch.cat([g.reshape(len(parts), -1) for g in grads], dim=1), parts)
     params = [p for p in policy.parameters() if p.requires_grad]
     grads = []
-    parts = split(units, cfg.noise_splits, generator)
     for mb in parts:
         logp, _ = policy.evaluate(mb)
         g = torch.autograd.grad(policy_objective(cfg, logp, mb), params, allow_unused=True)
