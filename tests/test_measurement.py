@@ -128,6 +128,22 @@ def test_the_probe_never_moves_training(name, env_id, steps, monkeypatch):
     assert probed.evals == unprobed.evals
 
 
+@pytest.mark.parametrize("name, env_id, steps", [("ppo", "CartPole-v1", 1024), ("grpo", ENV_ID, 900)])
+def test_the_probe_measures_the_same_in_one_stacked_pass_as_one_pass_per_minibatch(name, env_id, steps, monkeypatch):
+    # The K minibatch gradients from one pass over K stacked copies of the policy (MLP and TextGen's GRU) equal
+    # those of K separate passes bit for bit, so every gradient-noise column is the same.
+    spec = RunSpec(algo_for(name, env_id, group_size=4), env_id, 0, steps, eval_episodes=2, eval_points=2)
+    passes = []
+    evaluate = train_module.stacked_evaluate
+    monkeypatch.setattr(train_module, "stacked_evaluate", lambda *args: passes.append(1) or evaluate(*args))
+    stacked = train(spec)
+    assert len(passes) == len(stacked.metrics)  # one stacked pass per update's probe
+    monkeypatch.setattr(train_module, "stackable", lambda policy, critic: False)  # one pass per minibatch
+    one_by_one = train(spec)
+    assert len(stacked.metrics) > 1 and all(NOISE_COLUMNS <= row.keys() for row in stacked.metrics)
+    assert training_rows(stacked) == training_rows(one_by_one)
+
+
 def test_every_run_records_what_measurement_cost():
     result = train(RunSpec(small("ppo"), "CartPole-v1", 0, 300, eval_episodes=1, eval_points=1))
     s = result.summary

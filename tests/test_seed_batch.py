@@ -63,6 +63,7 @@ def assert_same_run(alone, batched) -> None:
         ("critic", "MountainCar-v0"),
         ("grpo", TEXTGEN),
         ("ppo_kl", TEXTGEN),
+        ("critic", TEXTGEN),
     ],
 )
 def test_a_seed_trains_the_same_alone_and_in_a_batch_of_five(name: str, env_id: str) -> None:
