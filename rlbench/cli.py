@@ -132,7 +132,7 @@ def run(
     def watch(order: list[RunSpec]) -> display.SweepDisplay:
         kind = type(planned.runner.backend).__name__
         console.print(f"rlbench: {len(order)} runs → [bold]{escape(str(out))}[/] ({kind})")
-        return display.SweepDisplay(order, out, planned.jobs, console)
+        return display.SweepDisplay(order, out, planned.jobs, planned.runner.seed_batch, console)
 
     try:
         outcomes = api.execute(planned, force_new, watch)

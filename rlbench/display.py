@@ -46,12 +46,14 @@ class SweepDisplay:
     """Receives the executor's start/finish events, updates a SweepProgress and shows it: a live panel on
     a terminal, one plain line per finished run otherwise."""
 
-    def __init__(self, cells: list[RunSpec], out: Path, workers: int, console: Console) -> None:
+    def __init__(self, cells: list[RunSpec], out: Path, workers: int, seed_batch: int, console: Console) -> None:
         self.console = console
         self.out = out
         keys = [str(c.run_dir(out)) for c in cells]
         self.state = SweepProgress(
-            {k: Work(c.env_id, column_family(c.algo.name), c.steps) for k, c in zip(keys, cells)}, workers
+            {k: Work(c.env_id, column_family(c.algo.name), c.steps, c.cell) for k, c in zip(keys, cells)},
+            workers,
+            seed_batch,
         )
         self.labels = {k: f"{c.env_id} {c.algo.name} seed {c.seed}" for k, c in zip(keys, cells)}
         self.began = time.monotonic()

@@ -17,7 +17,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
 from rlbench.contract import Check
-from rlbench.spec import RunSpec, Status
+from rlbench.spec import RunSpec, Status, seed_batches
 from rlbench.store import Outcome, Sweep
 
 
@@ -46,19 +46,6 @@ def train_in_worker(batch: list[dict[str, Any]]) -> list[Any]:
 
 DEFAULT_SEED_BATCH = 5
 """Runs of one cell a worker trains together unless told otherwise (`--seed-batch`)."""
-
-
-def seed_batches(specs: list[RunSpec], size: int) -> list[list[RunSpec]]:
-    """`specs` in batches of up to `size` runs of one cell (RunSpec.cell), in the order of each batch's first run."""
-    open_batches: dict[str, list[RunSpec]] = {}
-    batches: list[list[RunSpec]] = []
-    for spec in specs:
-        batch = open_batches.get(spec.cell)
-        if batch is None or len(batch) == size:
-            batch = open_batches[spec.cell] = []
-            batches.append(batch)
-        batch.append(spec)
-    return batches
 
 
 @dataclass(frozen=True)
@@ -121,7 +108,7 @@ class Executor:
         backend = self.backend
         backend.open()
         running: dict[Any, tuple[list[RunSpec], float]] = {}
-        waiting = deque(seed_batches(list(pending), self.seed_batch))
+        waiting = deque(seed_batches(list(pending), self.seed_batch, lambda spec: spec.cell))
         try:
             while waiting or running:
                 while waiting and len(running) < backend.slots():

@@ -13,14 +13,18 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from rlbench.spec import seed_batches
+
 
 @dataclass(frozen=True)
 class Work:
-    """One run as the ETA sees it: its env, its column's family and its env-step budget."""
+    """One run as the ETA sees it: its env, its column's family, its env-step budget and its matrix cell
+    (RunSpec.cell: runs of one cell share seed batches; None: a batch of its own)."""
 
     env: str
     family: str
     steps: int
+    cell: str | None = None
 
 
 def column_family(column: str) -> str:
@@ -125,6 +129,8 @@ class SweepProgress:
 
     works: dict[str, Work]
     workers: int
+    seed_batch: int = 1
+    """Runs of one cell a worker trains together (the executor's seed_batch)."""
     model: CostModel = field(default_factory=CostModel)
     started: dict[str, float] = field(default_factory=dict)
     batches: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -175,8 +181,8 @@ class SweepProgress:
         """Seconds until the sweep ends, or None before any run has been measured.
 
         Each run costs budget × its estimated seconds per env step; a running seed batch costs what the
-        estimates of its runs have left (at least 0); the pending runs are dealt to `workers` slots in sweep
-        order (one by one: the estimate does not know how they will be batched).
+        estimates of its runs have left (at least 0); the pending runs, grouped into seed batches as the executor
+        groups them (rlbench.spec.seed_batches), are dealt to `workers` slots in sweep order.
         """
         if not self.model.measured:
             return None
@@ -185,5 +191,6 @@ class SweepProgress:
             max(0.0, sum(self.model.expected(self.works[k]) for k in keys if k in self.started) - (now - t))
             for keys, t in running.items()
         ]
-        queue = [self.model.expected(self.works[k]) for k in self.pending]
+        batches = seed_batches(self.pending, self.seed_batch, lambda k: self.works[k].cell or k)
+        queue = [sum(self.model.expected(self.works[k]) for k in batch) for batch in batches]
         return schedule_span(self.workers, busy, queue)

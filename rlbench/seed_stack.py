@@ -72,9 +72,7 @@ class SeedStack:
 
     def value(self, units: dict[str, Tensor]) -> Tensor:
         """Every seed's V(s) on its own units["obs"] [S, B, d] → [S, B] (for TextGen: [S, N, T])."""
-        if self.language_model:
-            return stacked_lm.value(self.critic_params, units)
-        return stacked_forward(_layers(self.params[self.n_policy :]), units["obs"]).squeeze(-1)
+        return stacked_value(self.critics[0], self.critic_params, units)
 
     def step(self, losses: Tensor, max_grad_norm: float) -> tuple[Tensor, Tensor]:
         """Backward of every seed's loss (`losses` [S]), each seed's policy and critic gradients clipped to
@@ -132,6 +130,14 @@ def stacked_evaluate(policy: nn.Module, params: dict[str, Tensor], units: dict[s
     out = stacked_forward(_layers([param for name, param in params.items() if name.startswith("net.")]), units["obs"])
     log_std = params.get("log_std")
     return log_prob_entropy(out, units["act"], policy.heads, None if log_std is None else log_std[:, None])
+
+
+def stacked_value(critic: nn.Module, params: dict[str, Tensor], units: dict[str, Tensor]) -> Tensor:
+    """V(s) of stacked critics of `critic`'s architecture — `params`: its named parameters, each with a leading
+    stack dimension — each on its own slice of `units` (SeedStack.value)."""
+    if isinstance(critic, ValueModel):
+        return stacked_lm.value(params, units)
+    return stacked_forward(_layers(list(params.values())), units["obs"]).squeeze(-1)
 
 
 def _layers(params: list[Tensor]) -> list[tuple[Tensor, Tensor]]:

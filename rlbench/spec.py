@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rlbench.algos.config import AlgoConfig
 
@@ -77,3 +78,20 @@ class RunSpec:
         """The spec a to_dict() (or a config.json holding one plus provenance) describes."""
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in fields and k != "algo"}, algo=AlgoConfig(**data["algo"]))
+
+
+Item = TypeVar("Item")
+
+
+def seed_batches(items: list[Item], size: int, cell: Callable[[Item], str]) -> list[list[Item]]:
+    """`items` in batches of up to `size` items of one cell (RunSpec.cell), in the order of each batch's first
+    item: the seed batches the executor submits."""
+    open_batches: dict[str, list[Item]] = {}
+    batches: list[list[Item]] = []
+    for item in items:
+        batch = open_batches.get(cell(item))
+        if batch is None or len(batch) == size:
+            batch = open_batches[cell(item)] = []
+            batches.append(batch)
+        batch.append(item)
+    return batches

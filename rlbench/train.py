@@ -164,11 +164,8 @@ def measure_gradient_noise(
             name: p.detach().expand(len(parts), *p.shape).clone().requires_grad_()
             for name, p in policy.named_parameters()
         }
-        mb = _stack_units(parts)
-        logp, _ = stacked_evaluate(policy, copies, mb)
-        objectives = _per_seed(partial(policy_objective, cfg), language_model, logp, mb)
-        grads = torch.autograd.grad(objectives.sum(), list(copies.values()))
-        return gradient_noise_metrics(torch.cat([g.reshape(len(parts), -1) for g in grads], dim=1), parts)
+        grads = stacked_policy_gradients(cfg, policy, copies, _stack_units(parts), language_model)
+        return gradient_noise_metrics(grads, parts)
     params = [p for p in policy.parameters() if p.requires_grad]
     grads = []
     for mb in parts:
@@ -176,6 +173,18 @@ def measure_gradient_noise(
         g = torch.autograd.grad(policy_objective(cfg, logp, mb), params, allow_unused=True)
         grads.append(torch.cat([(x if x is not None else torch.zeros_like(p)).flatten() for x, p in zip(g, params)]))
     return gradient_noise_metrics(torch.stack(grads), parts)
+
+
+def stacked_policy_gradients(
+    cfg: AlgoConfig, policy: nn.Module, params: dict[str, Tensor], mb: dict[str, Tensor], loop: bool
+) -> Tensor:
+    """Flattened policy-objective gradients [S, P] of stacked copies of `policy` (`params`: its named parameters
+    with a leading stack dimension), each on its own slice of the stacked minibatch `mb`, from one forward and
+    one backward; `loop` as in _per_seed."""
+    logp, _ = stacked_evaluate(policy, params, mb)
+    objectives = _per_seed(partial(policy_objective, cfg), loop, logp, mb)
+    grads = torch.autograd.grad(objectives.sum(), list(params.values()))
+    return torch.cat([g.reshape(len(objectives), -1) for g in grads], dim=1)
 
 
 def gradient_noise_metrics(grads: Tensor, parts: list[dict[str, Tensor]]) -> dict[str, float]:
@@ -270,7 +279,7 @@ class Trainer:
     def _critic_step(self, mb: dict[str, Tensor]) -> tuple[Tensor, int]:
         """One optimizer step on the value loss of `mb`; returns the loss and its saved-activation bytes."""
         with SavedBytes(self.params) as saved:
-            loss = critic_loss(self.cfg, self.critic.value(mb), mb)
+            loss = self._critic_loss(mb)
         self.step(loss)
         return loss, saved.bytes
 
@@ -400,6 +409,9 @@ class Trainer:
         values = self.critic.value(mb) if self.critic is not None else None
         return minibatch_loss(self.cfg, logp, entropy, values, mb)
 
+    def _critic_loss(self, mb: dict[str, Tensor]) -> Tensor:
+        return critic_loss(self.cfg, self.critic.value(mb), mb)
+
     def step_cost(self, mb: dict[str, Tensor], kind: str = "step") -> tuple[int, int]:
         """The FLOPs and saved-activation bytes of a minibatch step on `mb` — a policy step (`step`, as
         _minibatch_step measures it) or a critic-fit step (`critic_step`, _critic_step) — for a step taken
@@ -411,7 +423,7 @@ class Trainer:
 
             def dry() -> int:
                 with SavedBytes(self.params) as meter:
-                    loss = self._loss(mb)[0] if kind == "step" else critic_loss(self.cfg, self.critic.value(mb), mb)
+                    loss = self._loss(mb)[0] if kind == "step" else self._critic_loss(mb)
                 torch.autograd.grad(loss, self.params, allow_unused=True)
                 return meter.bytes
 
@@ -494,18 +506,14 @@ def update_together(trainers: list[Trainer], units: list[dict[str, Tensor]]) -> 
 def probe_together(stack: SeedStack, trainers: list[Trainer], units: list[dict[str, Tensor]]) -> list[dict]:
     """measure_gradient_noise of every seed in `stack` (its own minibatch split, from its noise stream), the K
     minibatches' forward and backward passes batched across seeds."""
-    cfg, n = trainers[0].cfg, len(trainers)
+    cfg = trainers[0].cfg
     parts = [split(u, cfg.noise_splits, t.noise_rng) for t, u in zip(trainers, units)]
-    grads: list[list[Tensor]] = [[] for _ in trainers]
-    for j in range(cfg.noise_splits):
-        mb = _stack_units([p[j] for p in parts])
-        logp, _ = stack.evaluate(mb)
-        objectives = _per_seed(partial(policy_objective, cfg), stack.language_model, logp, mb)
-        per_param = torch.autograd.grad(objectives.sum(), list(stack.policy_params.values()))
-        flat = torch.cat([g.reshape(n, -1) for g in per_param], dim=1)
-        for k in range(n):
-            grads[k].append(flat[k])
-    return [gradient_noise_metrics(torch.stack(g), p) for g, p in zip(grads, parts)]
+    per_split = [
+        stacked_policy_gradients(cfg, stack.policies[0], stack.policy_params, _stack_units(mbs), stack.language_model)
+        for mbs in zip(*parts)
+    ]
+    grads = torch.stack(per_split, dim=1)
+    return [gradient_noise_metrics(g, p) for g, p in zip(grads, parts)]
 
 
 def _stack_units(units: list[dict[str, Tensor]]) -> dict[str, Tensor]:

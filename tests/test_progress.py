@@ -169,3 +169,15 @@ def test_dispatch_order_measures_every_env_and_column_first_and_keeps_every_cell
     first = order[: len(envs) * len(columns)]
     assert {(c.env_id, c.algo.name) for c in first} == {(e, a) for e in envs for a in columns}
     assert {c.env_id for c in order[: len(envs)]} == envs  # the first runs already see every env
+
+
+def test_pending_runs_are_dealt_to_workers_in_the_seed_batches_they_will_run_in() -> None:
+    def eta(cells: str) -> float | None:
+        works = {"m": Work("A", "pg", 1000, "M")} | {f"x{i}": Work("A", "pg", 1000, c) for i, c in enumerate(cells)}
+        progress = SweepProgress(works, workers=2, seed_batch=4)
+        progress.start(["m"], 0.0)
+        progress.finish("m", 1.0, RunEnd("ok"))  # 1 s per run
+        return progress.eta(1.0)
+
+    assert eta("XXXX") == pytest.approx(4.0)  # one batch of four on one worker, the other idle
+    assert eta("XXYY") == pytest.approx(2.0)  # two batches of two, one per worker
