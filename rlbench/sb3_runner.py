@@ -45,7 +45,9 @@ class SB3Actor:
 
 
 def train_sb3(spec: RunSpec) -> RunResult:
-    """Train one run of an SB3 column on at most spec.steps env steps; rlbench's evaluations on the way."""
+    """Train one run of an SB3 column on at most spec.steps env steps; rlbench's evaluations on the way. SB3 does
+    not guard its updates, so a run whose policy parameters stop being finite (SB3 raises at the next use) ends
+    `diverged` with what it recorded so far (no final evaluation: its policy is no longer finite)."""
     cfg = spec.algo
     algo = sb3_algo(cfg)
     total = rollout_budget(cfg, spec.steps)
@@ -59,9 +61,18 @@ def train_sb3(spec: RunSpec) -> RunResult:
     recorder = Recorder(actor, evals)
     start = time.perf_counter()
     evals.before_training(actor)
+    status, reason = Status.OK, ""
     try:
         model.learn(total_timesteps=total, callback=recorder, log_interval=None)
         evals.at_end(actor, recorder.update, recorder.env_steps)
+    except Exception as err:
+        if all(torch.isfinite(p).all() for p in model.policy.parameters()):
+            raise
+        status = Status.DIVERGED
+        reason = (
+            f"policy parameters became non-finite by update {recorder.update} (after {recorder.env_steps} env "
+            f"steps; SB3 then raised {type(err).__name__})"
+        )
     finally:
         env.close()
     wall = time.perf_counter() - start
@@ -69,8 +80,8 @@ def train_sb3(spec: RunSpec) -> RunResult:
     value_parts = [model.policy.value_net, model.policy.mlp_extractor.value_net]
     params_critic = sum(p.numel() for part in value_parts for p in part.parameters())
     summary = {
-        "status": Status.OK,
-        "reason": "",
+        "status": status,
+        "reason": reason,
         "updates": recorder.update,
         "env_steps": recorder.env_steps,
         "final_return": final.get("eval/return_mean", math.nan),

@@ -7,11 +7,13 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from runargs import assert_refused, run_args
 from typer.testing import CliRunner
 
@@ -33,7 +35,7 @@ from rlbench.matrix import (  # noqa: E402
 )
 from rlbench.reports import claims as C  # noqa: E402
 from rlbench.sb3_runner import train_sb3  # noqa: E402
-from rlbench.spec import RunSpec  # noqa: E402
+from rlbench.spec import RunSpec, Status  # noqa: E402
 
 runner = CliRunner()
 SB3 = ("sb3_ppo", "sb3_a2c")
@@ -115,6 +117,26 @@ def test_same_seed_and_config_give_identical_metrics(column) -> None:
     pd.testing.assert_frame_equal(pd.DataFrame(first.evals), pd.DataFrame(second.evals))
     other = train_sb3(resolve_spec(column, "CartPole-v1", seed=1, steps=1200))
     assert not drop(other.metrics).equals(drop(first.metrics))
+
+
+@pytest.mark.parametrize("column", SB3)
+def test_a_run_whose_sb3_policy_turns_nan_ends_diverged_with_its_metrics(column, monkeypatch) -> None:
+    algo = getattr(stable_baselines3, sb3_mapping.sb3_algo(resolve_spec(column, "CartPole-v1").algo))
+    train, calls = algo.train, {"n": 0}
+
+    def train_then_poison_the_second_update(self):
+        train(self)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            with torch.no_grad():
+                next(self.policy.parameters()).fill_(math.nan)
+
+    monkeypatch.setattr(algo, "train", train_then_poison_the_second_update)
+    result = train_sb3(resolve_spec(column, "CartPole-v1", steps=4000))
+    assert result.summary["status"] == Status.DIVERGED
+    assert "non-finite by update 2" in result.summary["reason"]
+    assert result.summary["updates"] == len(result.metrics) == 2
+    assert math.isnan(result.summary["final_return"])
 
 
 def test_sb3_ppo_has_ppos_settings_and_sb3_a2c_sb3s_defaults() -> None:
