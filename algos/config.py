@@ -94,6 +94,9 @@ class AlgoConfig:
     """`token`: mean over all valid steps; `sequence`: mean over sequences of per-sequence means (GRPO paper)."""
     noise_splits: int = 4
     """K disjoint minibatches whose gradients measure gradient noise (Ilyas et al. 2020)."""
+    noise_every: int = 1
+    """Measure gradient noise on the first update and every noise_every-th after it (measurement only: training
+    is bitwise the same for any value); > 1 where the probe would cost a large share of a run."""
     hidden: int = 64
     """Hidden width of MLP policy and critic (CleanRL: 64)."""
     trainer: Trainer = "rlbench"
@@ -103,8 +106,8 @@ class AlgoConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check_field(f.name, getattr(self, f.name), _HINTS[f.name])
-        positive = ("n_envs", "n_starts", "n_steps", "group_size", "epochs", "minibatches", "lr", "hidden")
-        for name in positive:
+        counts = ("n_envs", "n_starts", "n_steps", "group_size", "epochs", "minibatches", "noise_every", "hidden")
+        for name in (*counts, "lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{self.name}.{name} = {getattr(self, name)!r}: must be > 0")
         for name in ("gamma", "gae_lambda"):

@@ -36,12 +36,24 @@ BUDGETS = {"smoke": 1_500, "quick": 20_000, "full": 60_000}
 batch (~1–2 s); quick ≈ 30 such updates: ppo without KL finds the loophole in ~15 updates and settles."""
 EVAL_POINTS = 20
 """Evaluations per TextGen run (256 held-out prompts cost ~10 ms): enough to resolve gold's rise-then-fall."""
-ALGO_OVERRIDES = {"gamma": 1.0, "n_starts": 16, "ppo_kl.kl_coef": 1.0, "grpo.kl_coef": 1.0}
+ALGO_OVERRIDES = {
+    "gamma": 1.0,
+    "n_starts": 16,
+    "ppo_kl.kl_coef": 1.0,
+    "grpo.kl_coef": 1.0,
+    "pg.noise_every": 5,
+    "critic.noise_every": 5,
+}
 """Matrix settings on TextGen (`ALGO.FIELD` for one algorithm): undiscounted outcome reward, 16 prompts per
 update, and β = 1. With a per-token KL against unit-scale (normalised or group z-scored) advantages, the
 presets' β ≈ 0.05 barely restrains the policy here (measured with k3 in the loss: KL ≈ 12 nats per answer vs
 14 for ppo); β = 1 keeps it < 0.5 nats while gold still improves. The KL study (docs/kl-study.md) sweeps
-β ∈ {0, 0.03, 0.1, 0.3, 1, 3} with `--kl-coefs` instead of trusting one value."""
+β ∈ {0, 0.03, 0.1, 0.3, 1, 3} with `--kl-coefs` instead of trusting one value.
+
+The gradient-noise probe measures every fifth update of `pg` (hence `pg_centred`, its control) and `critic`: their
+one gradient step per batch costs about what the probe costs, so probing every update took 24–26 % of their
+runs' wall time (`rlbench bench probe`); `critic` keeps `pg`'s schedule so that C2's comparison differs only in
+its factor."""
 
 
 HOLDOUT_SEED = 20240601

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -135,7 +138,8 @@ def run(
         return display.SweepDisplay(order, out, planned.jobs, planned.runner.seed_batch, console)
 
     try:
-        outcomes = api.execute(planned, force_new, watch)
+        with sigterm_as_interrupt():
+            outcomes = api.execute(planned, force_new, watch)
     except store.SweepError as err:
         raise fail(str(err)) from None
     if tensorboard:
@@ -158,6 +162,21 @@ def run(
         for o in failed:
             errors.print(f"  {o.run_dir}: {o.reason}", highlight=False, markup=False)
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`kill`, a job scheduler) stops a sweep as Ctrl-C does: a KeyboardInterrupt, on whose way out the
+    executor cancels the running seed batches (their workers end with it); finished runs stay for a resume."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def parse_env_kwargs(text: str | None) -> dict:
@@ -383,13 +402,14 @@ def bench_probe(
     except MatrixError as err:
         raise fail(str(err)) from None
     table = Table(title=f"what measuring costs a {preset} run (seed {seed}, 1 thread)")
-    columns = ("algo", "env", "wall (s)", "probe", "reference forward", "measure_share")
+    columns = ("algo", "env", "probed updates", "wall (s)", "probe", "reference forward", "measure_share")
     for col in columns:
         table.add_column(col, justify="left" if col in ("algo", "env") else "right")
     for row in runs.itertuples():
         table.add_row(
             row.algo,
             escape(row.env),
+            f"{row.probed_updates} of {row.updates}",
             f"{row.wall_time_s:.1f}",
             f"{row.probe_time_s / row.wall_time_s:.1%}",
             f"{row.reference_time_s / row.wall_time_s:.1%}",

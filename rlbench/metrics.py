@@ -94,13 +94,20 @@ class FlopMeter:
         """Calls counted with the flop counter."""
         self.count_s = 0.0
         """Wall time of the counted calls, counting included (an upper bound on the meter's overhead)."""
+        self.counting = False
+        """True during a fresh count: work a call skips because its result is already known (e.g. reference
+        log-probabilities a collector computed) must run then, so that the count includes it."""
 
     def measure(self, site: str, shape: tuple, fn: Callable[[], T]) -> tuple[T, int]:
         """(fn(), its FLOPs) for a call at `site` whose tensor shapes are determined by `shape`."""
         flops = self.known(site, shape)
         if flops is not None:
             return fn(), flops
-        out, flops, seconds = count_flops(fn)
+        self.counting = True
+        try:
+            out, flops, seconds = count_flops(fn)
+        finally:
+            self.counting = False
         self.record(site, shape, flops, seconds)
         return out, flops
 

@@ -9,7 +9,17 @@ import torch
 from rlbench.matrix import EnvRequest, build_cells
 from rlbench.train import train
 
-COLUMNS = ["algo", "env", "env_steps", "wall_time_s", "probe_time_s", "reference_time_s", "measure_share"]
+COLUMNS = [
+    "algo",
+    "env",
+    "env_steps",
+    "updates",
+    "probed_updates",
+    "wall_time_s",
+    "probe_time_s",
+    "reference_time_s",
+    "measure_share",
+]
 
 
 def compare(

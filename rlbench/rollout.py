@@ -64,6 +64,11 @@ class Trajectories:
     """Minibatch whole streams (token sequences) instead of individual valid steps."""
     extra: dict[str, float] = field(default_factory=dict)
     """Env-specific per-update metrics (e.g. TextGen's proxy and gold rewards)."""
+    reference_logp: Tensor | None = None
+    """log π_ref(a_t|s_t) [N, T] of the run's frozen reference (the initial policy) when collecting computed it
+    anyway (TextGen's KL metrics): the trainer uses it instead of its own forward pass. None: the trainer's."""
+    reference_s: float = 0.0
+    """Wall time of the reference's forward passes while collecting (counted in the update's time/reference_s)."""
 
     @property
     def env_steps(self) -> int:

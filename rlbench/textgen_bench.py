@@ -21,9 +21,9 @@ def benchmark(
     """Tokens/s of generating one update's batch and of one training update on it, median over `repeats`.
 
     One thread (DESIGN §6). The update is rlbench.train's Trainer.update, so it includes everything the loop
-    does per update (advantages, gradient-noise probe, epochs × minibatches, critic). Returns the batch shape,
-    median seconds and tokens/s of both phases, parameter counts, and the SFT model's accuracy, train time and
-    whether this call trained it (`sft_from_cache` False) or loaded it.
+    does per update (advantages, the gradient-noise probe on the updates it measures, epochs × minibatches,
+    critic). Returns the batch shape, median seconds and tokens/s of both phases, parameter counts, and the SFT
+    model's accuracy, train time and whether this call trained it (`sft_from_cache` False) or loaded it.
     """
     torch.set_num_threads(1)
     torch.manual_seed(seed)

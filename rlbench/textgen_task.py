@@ -59,15 +59,22 @@ def kl_per_token(gen: Generation, ref_logp_all: Tensor) -> Tensor:
     return (gen.logp_all.exp() * (gen.logp_all - ref_logp_all)).sum(-1)
 
 
+def reference_log_probs(reference: TokenLM, prompts: np.ndarray, gen: Generation) -> Tensor:
+    """log π_ref(·|s_t) of the reference at every completion position of `gen`, [N, T, A] (no gradient)."""
+    with torch.no_grad():
+        return reference.log_probs(torch.as_tensor(prompts), gen.act)
+
+
 def sequence_metrics(
     prompts: np.ndarray,
     gen: Generation,
-    reference: TokenLM,
+    ref_logp_all: Tensor,
     cfg: TextGenConfig,
     reward_model: RewardModel | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """(proxy [N], gold [N], summary) of a batch of completions; KL is to the reference over the whole answer.
-    The proxy is the learned reward model's score when there is one (reward="learned"), else the hand-built one.
+    """(proxy [N], gold [N], summary) of a batch of completions; KL is to the reference over the whole answer
+    (`ref_logp_all`: reference_log_probs). The proxy is the learned reward model's score when there is one
+    (reward="learned"), else the hand-built one.
 
     kl_ref_seq = E_x[Σ_t KL_t] (KL between the answer distributions given the prompt, by the chain rule),
     kl_ref_token = Σ KL_t / Σ valid tokens, sqrt_kl = √kl_ref_seq (Gao et al.'s d).
@@ -76,7 +83,7 @@ def sequence_metrics(
     with torch.no_grad():
         if reward_model is not None:
             proxy = reward_model(torch.as_tensor(prompts), gen.act, gen.lengths).double().numpy()
-        kl = kl_per_token(gen, reference.log_probs(torch.as_tensor(prompts), gen.act)) * gen.mask
+    kl = kl_per_token(gen, ref_logp_all) * gen.mask
     kl_seq = float(kl.sum(1).mean())
     summary = {
         "proxy_reward": float(proxy.mean()),
@@ -149,7 +156,10 @@ class TextGenCollector:
         if rows == 0:
             return None
         prompts, gen = prompts[:rows], Generation(gen.act[:rows], gen.mask[:rows], gen.logp_all[:rows])
-        proxy, gold, summary = sequence_metrics(prompts, gen, self.reference, self.cfg, self.reward_model)
+        start = time.perf_counter()
+        ref_logp_all = reference_log_probs(self.reference, prompts, gen)
+        reference_s = time.perf_counter() - start
+        proxy, gold, summary = sequence_metrics(prompts, gen, ref_logp_all, self.cfg, self.reward_model)
         paid = torch.as_tensor(gold if self.cfg.reward == "gold" else proxy, dtype=torch.float32)
         last = torch.nn.functional.one_hot(gen.lengths - 1, gen.mask.shape[1]).float()
         extra = {f"textgen/{k}": v for k, v in summary.items()}
@@ -165,6 +175,8 @@ class TextGenCollector:
             episode_lengths=gen.lengths.tolist(),
             sequence_units=True,
             extra=extra,
+            reference_logp=ref_logp_all.gather(-1, gen.act.unsqueeze(-1)).squeeze(-1),
+            reference_s=reference_s,
         )
 
     def rows_within(self, lengths: Tensor, budget: int | None) -> int:
@@ -192,7 +204,9 @@ def make_evaluator(cfg: TextGenConfig, reference: TokenLM):
     def score(model: TokenLM) -> tuple[np.ndarray, dict[str, float]]:
         generator = torch.Generator().manual_seed(EVAL_SEED)
         gen = model.generate(torch.as_tensor(prompts), cfg.max_new_tokens, generator)
-        _, gold, summary = sequence_metrics(prompts, gen, reference, cfg, reward_model)
+        _, gold, summary = sequence_metrics(
+            prompts, gen, reference_log_probs(reference, prompts, gen), cfg, reward_model
+        )
         return gold, summary
 
     _, ref = score(reference)

@@ -247,7 +247,9 @@ class Trainer:
         self.noise_rng = torch_stream(seed, "noise")
         self.flops = flops or FlopMeter()
         self.reference_s = 0.0
-        """Wall time of the reference's forward passes in the current update."""
+        """Wall time of the reference's forward passes for the current update (its collection's included)."""
+        self.updates = 0
+        """Updates completed."""
         self.saved_bytes: dict[tuple, int] = {}
         """Saved-activation bytes of a minibatch step per (kind, unit shape) (step_cost)."""
 
@@ -289,7 +291,8 @@ class Trainer:
         train/flops counts what the algorithm computes: advantage estimation, the old and reference
         log-probabilities, every minibatch step (forward and backward) and the critic fit; the gradient-noise
         probe and the post-update diagnostics are measurement and are not counted. time/probe_s and
-        time/reference_s are the wall time of the probe and of the frozen reference's forward passes.
+        time/reference_s are the wall time of the probe (0 on an update it skips: `probing`) and of the frozen
+        reference's forward passes (in collecting the batch too, when the collector computed them).
         """
         row, units, flops = self.prepare(traj, progress)
         row.update(self.probe(units))
@@ -300,19 +303,28 @@ class Trainer:
         advantages, old and reference log-probabilities. Returns the metrics so far, the minibatch units and the
         FLOPs counted so far."""
         cfg = self.cfg
-        self.reference_s = 0.0
+        self.reference_s = traj.reference_s
         if cfg.anneal_lr:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr * (1.0 - progress)
         flops = 0
         if cfg.kl_coef > 0 and cfg.kl_placement == "reward":
             valid = traj.mask.bool()
-            inputs = traj.inputs if traj.sequence_units else {k: v[valid] for k, v in traj.inputs.items()}
-            per_step, flops = self.flops.measure("reward_kl", _rows_shape(inputs), lambda: self._reward_kl(inputs))
+            given = traj.reference_logp
+            if traj.sequence_units:
+                inputs = traj.inputs
+            else:
+                inputs = {k: v[valid] for k, v in traj.inputs.items()}
+                given = None if given is None else given[valid]
+            per_step, flops = self.flops.measure(
+                "reward_kl", _rows_shape(inputs), lambda: self._reward_kl(inputs, given)
+            )
             traj = penalised(traj, per_step, cfg.kl_coef)
         (per_step, row), counted = self.flops.measure(
             "advantages", _batch_shape(traj), lambda: estimate_advantages(cfg, traj, self.critic)
         )
+        if traj.reference_logp is not None:
+            per_step = {**per_step, "ref_logp": traj.reference_logp}
         units = traj.units(per_step, every_slot=cfg.collect == "steps")
         flops += counted
         _, counted = self.flops.measure("old_logp", _unit_shape(units), lambda: self._old_logp(units))
@@ -320,8 +332,16 @@ class Trainer:
         row.update(self._batch_stats(units))
         return row, units, flops
 
+    @property
+    def probing(self) -> bool:
+        """Whether the gradient-noise probe measures the update under way: the first and every noise_every-th."""
+        return self.updates % self.cfg.noise_every == 0
+
     def probe(self, units: dict[str, Tensor]) -> dict[str, float]:
-        """The gradient-noise probe at the pre-update parameters (measure_gradient_noise) and its wall time."""
+        """The gradient-noise probe at the pre-update parameters (measure_gradient_noise) and its wall time; on an
+        update it skips (`probing`), only time/probe_s = 0."""
+        if not self.probing:
+            return {"time/probe_s": 0.0}
         start = time.perf_counter()
         row = measure_gradient_noise(self.cfg, self.policy, units, self.noise_rng)
         row["time/probe_s"] = time.perf_counter() - start
@@ -336,22 +356,33 @@ class Trainer:
         row["train/lr"] = self.optimizer.param_groups[0]["lr"]
         row["train/flops"] = float(flops + counted)
         row["time/reference_s"] = self.reference_s
+        self.updates += 1
         return row
 
-    def _reward_kl(self, inputs: dict[str, Tensor]) -> Tensor:
-        """The KL estimator k(log π_old, log π_ref) of every sampled step in `inputs` (no gradient)."""
+    def _reward_kl(self, inputs: dict[str, Tensor], given: Tensor | None) -> Tensor:
+        """The KL estimator k(log π_old, log π_ref) of every sampled step in `inputs` (no gradient); `given` as in
+        _reference_logp."""
         with torch.no_grad():
             logp, _ = self.policy.evaluate(inputs)
-        return losses.kl_estimate(logp, self._reference_logp(inputs), self.cfg.kl_estimator)
+        return losses.kl_estimate(logp, self._reference_logp(inputs, given), self.cfg.kl_estimator)
 
     def _old_logp(self, units: dict[str, Tensor]) -> None:
-        """Adds the pre-update policy's and the reference's log-probabilities to `units`."""
+        """Adds the pre-update policy's and the reference's log-probabilities to `units` (the reference's given
+        by the collector when `units` holds them already)."""
         with torch.no_grad():
             units["logp_old"], _ = self.policy.evaluate(units)
-        units["ref_logp"] = self._reference_logp(units)
+        units["ref_logp"] = self._reference_logp(units, units.get("ref_logp"))
 
-    def _reference_logp(self, inputs: dict[str, Tensor]) -> Tensor:
-        """log π_ref(a|s) of the frozen reference (no gradient); its wall time is added to reference_s."""
+    def _reference_logp(self, inputs: dict[str, Tensor], given: Tensor | None = None) -> Tensor:
+        """log π_ref(a|s) of the frozen reference (no gradient); its wall time is added to reference_s. `given`:
+        the collector's (Trajectories.reference_logp), returned without a forward pass of ours; while the FLOP
+        meter counts, the pass still runs (its result unused), so train/flops counts the reference's
+        log-probabilities however they were obtained."""
+        if given is not None:
+            if self.flops.counting:
+                with torch.no_grad():
+                    self.reference.evaluate(inputs)
+            return given
         start = time.perf_counter()
         with torch.no_grad():
             ref_logp, _ = self.reference.evaluate(inputs)
@@ -470,13 +501,15 @@ class Trainer:
 
 
 def epochs_together(trainers: list[Trainer], units: list[dict[str, Tensor]]) -> bool:
-    """Whether the seeds' policy epochs can run as one stacked computation (SeedStack): networks it stacks, and
-    units of equal shapes that are steps of the whole batch layout with per-token loss aggregation (steps-mode
-    collection) or whole sequences (TextGen)."""
+    """Whether the seeds' policy epochs can run as one stacked computation (SeedStack): networks it stacks, the
+    same Trainer.probing (the seeds of a batch update in step, so always), and units of equal shapes that are
+    steps of the whole batch layout with per-token loss aggregation (steps-mode collection) or whole sequences
+    (TextGen)."""
     cfg = trainers[0].cfg
     flat_steps = cfg.collect == "steps" and cfg.loss_agg == "token"
     return (
         all(stackable(t.policy, t.critic) for t in trainers)
+        and len({t.probing for t in trainers}) == 1
         and ("seq" not in units[0] or flat_steps)
         and len({_unit_shape(u) for u in units}) == 1
     )
@@ -485,15 +518,18 @@ def epochs_together(trainers: list[Trainer], units: list[dict[str, Tensor]]) -> 
 def update_together(trainers: list[Trainer], units: list[dict[str, Tensor]]) -> list[tuple[dict, Epochs | RunFault]]:
     """Trainer.probe, Trainer.policy_epochs and the critic fit (value_epochs) of several seeds of one cell at once
     (epochs_together must allow it), through one SeedStack of their networks; returns each seed's probe metrics
-    (time/probe_s: its share of the probe's wall time) and epochs (or the RunFault that ended them)."""
+    (time/probe_s: its share of the probe's wall time, 0 when not probing) and epochs (or the RunFault that
+    ended them)."""
     stack = SeedStack(
         [t.policy for t in trainers],
         [t.critic for t in trainers] if trainers[0].critic is not None else None,
         [t.optimizer for t in trainers],
     )
-    start = time.perf_counter()
-    probes = probe_together(stack, trainers, units)
-    share = (time.perf_counter() - start) / len(trainers)
+    probes, share = [{} for _ in trainers], 0.0
+    if trainers[0].probing:
+        start = time.perf_counter()
+        probes = probe_together(stack, trainers, units)
+        share = (time.perf_counter() - start) / len(trainers)
     for row in probes:
         row["time/probe_s"] = share
     epochs = policy_epochs_together(stack, trainers, units)
@@ -752,6 +788,7 @@ class _Member:
             "rollout_time_s": self.rollout_s,
             "update_time_s": self.update_s,
             "probe_time_s": sum(row["time/probe_s"] for row in metrics),
+            "probed_updates": sum("train/grad_sq_norm" in row for row in metrics),
             "reference_time_s": sum(row["time/reference_s"] for row in metrics),
             "env_steps_per_s": self.env_steps / self.wall_s if self.wall_s > 0 else math.nan,
             "params_policy": sum(p.numel() for p in policy.parameters()),

@@ -3,6 +3,9 @@ whole-run FLOPs and memory."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +20,7 @@ from rlbench.policies import MLPPolicy
 from rlbench.rollout import MemberEnvs, make_vec_env, run_episodes
 from rlbench.spec import RunSpec
 from rlbench.task import make_task
+from rlbench.textgen_task import TextGenCollector
 from rlbench.train import Trainer, train
 
 SMALL = {"n_steps": 16, "n_envs": 4, "n_starts": 4}
@@ -77,16 +81,38 @@ def training_rows(result, drop: set[str] = frozenset()) -> list[dict]:
     return [{k: v for k, v in row.items() if not k.startswith("time/") and k not in drop} for row in result.metrics]
 
 
-def test_noise_splits_change_only_the_gradient_noise_columns():
+def probe_setting_runs(setting: str, values: tuple[int, int]) -> dict:
+    """A small `ppo` run on CartPole for each value of one probe setting; asserts they differ only in the noise
+    columns (their training rows and evaluations are equal)."""
     runs = {
-        k: train(RunSpec(small("ppo", noise_splits=k), "CartPole-v1", 0, 600, eval_episodes=2, eval_points=10))
-        for k in (4, 8)
+        v: train(RunSpec(small("ppo", **{setting: v}), "CartPole-v1", 0, 600, eval_episodes=2, eval_points=10))
+        for v in values
     }
-    assert training_rows(runs[4], NOISE_COLUMNS) == training_rows(runs[8], NOISE_COLUMNS)
-    assert runs[4].evals == runs[8].evals
+    a, b = (runs[v] for v in values)
+    assert training_rows(a, NOISE_COLUMNS) == training_rows(b, NOISE_COLUMNS)
+    assert a.evals == b.evals
+    return runs
+
+
+def test_noise_splits_change_only_the_gradient_noise_columns():
+    runs = probe_setting_runs("noise_splits", (4, 8))
     assert training_rows(runs[4]) != training_rows(runs[8])  # the probe itself did change
     four, eight = (trained_policy(small("ppo", noise_splits=k)) for k in (4, 8))
     assert all(torch.equal(a, b) for a, b in zip(four, eight))
+
+
+def test_noise_every_probes_the_first_and_every_kth_update_and_changes_only_the_noise_columns():
+    runs = probe_setting_runs("noise_every", (1, 3))
+    every_third = runs[3].metrics
+    probed = [row for row in every_third if NOISE_COLUMNS <= row.keys()]
+    updates = [row["update"] for row in every_third]
+    assert len(updates) >= 7 and [row["update"] for row in probed] == updates[::3] == [1, 4, 7, *updates[9::3]]
+    assert all(not NOISE_COLUMNS & row.keys() and row["time/probe_s"] == 0 for row in every_third if row not in probed)
+    assert all(row["time/probe_s"] > 0 for row in probed)
+    assert {c: probed[0][c] for c in NOISE_COLUMNS} == {c: runs[1].metrics[0][c] for c in NOISE_COLUMNS}
+    trace, g2 = (sum(row[c] for row in probed) for c in ("train/grad_noise_trace", "train/grad_sq_norm"))
+    scale = runs[3].summary["grad_noise_scale"]  # the run's noise scale: over the probed updates (NaN if Σ|G|² ≤ 0)
+    assert scale == trace / g2 if g2 > 0 else math.isnan(scale)
 
 
 def test_evaluation_settings_leave_training_unchanged():
@@ -150,6 +176,38 @@ def test_every_run_records_what_measurement_cost():
     assert s["probe_time_s"] == sum(row["time/probe_s"] for row in result.metrics) > 0
     assert s["reference_time_s"] == sum(row["time/reference_s"] for row in result.metrics) > 0
     assert s["probe_time_s"] + s["reference_time_s"] < s["update_time_s"]  # both are parts of the update
+
+
+def test_textgen_updates_use_the_collectors_reference_log_probs_with_the_same_bits_flops_and_times(monkeypatch):
+    # TextGen's collector computes the reference's log-probabilities for its KL metrics; the trainer takes them
+    # instead of a second forward pass. ppo_kl uses them twice (k1 in the reward, train/kl_ref in the loss).
+    spec = RunSpec(algo_for("ppo_kl", ENV_ID), ENV_ID, 0, 6000, eval_episodes=2, eval_points=2)
+    passes = []
+    init = train_module.Trainer.__init__
+
+    def counting_reference_passes(self, *args):
+        init(self, *args)
+        evaluate = self.reference.evaluate
+        self.reference.evaluate = lambda units: passes.append(1) or evaluate(units)
+
+    monkeypatch.setattr(train_module.Trainer, "__init__", counting_reference_passes)
+    given = train(spec)
+    given_passes = len(passes)
+    trajectories = TextGenCollector.trajectories
+
+    def without_reference(self, *args):
+        traj = trajectories(self, *args)
+        return traj if traj is None else dataclasses.replace(traj, reference_logp=None, reference_s=0.0)
+
+    monkeypatch.setattr(TextGenCollector, "trajectories", without_reference)
+    own = train(spec)
+    updates = len(own.metrics)
+    assert updates > 2 and len(passes) - given_passes == 2 * updates  # the trainer's own: reward KL and old_logp
+    # given: only while the FLOP meter counts a new batch shape (full batches and the budget's cut one) at each site
+    assert given_passes <= 4 < updates
+    assert training_rows(given) == training_rows(own)  # train/flops included
+    assert given.evals == own.evals
+    assert all(row["time/reference_s"] > 0 for row in given.metrics)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""`rlbench bench probe` prints what measuring cost each run: the probe's and the reference forward's shares of
-its wall time (from the run summary's probe_time_s and reference_time_s), and their sum, measure_share."""
+"""`rlbench bench probe` prints what measuring cost each run: how many of its updates the probe measured, the
+probe's and the reference forward's shares of its wall time (from the run summary's probe_time_s and
+reference_time_s), and their sum, measure_share."""
 
 import re
 
@@ -13,9 +14,13 @@ def test_bench_prints_each_runs_measurement_shares() -> None:
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     share = r"\s+([\d.]+)%"
-    rows = re.findall(rf"│ (pg|grpo-g2)\s+│ CartPole-v1\s+│\s+[\d.]+ │{share} │{share} │{share} │", result.output)
+    probed = r"\s+(\d+) of (\d+) │"
+    rows = re.findall(
+        rf"│ (pg|grpo-g2)\s+│ CartPole-v1\s+│{probed}\s+[\d.]+ │{share} │{share} │{share} │", result.output
+    )
     assert [row[0] for row in rows] == ["pg", "grpo-g2"], result.output
-    for _, probe, reference, total in rows:
+    for _, probed_updates, updates, probe, reference, total in rows:
+        assert int(probed_updates) == int(updates) > 0  # noise_every = 1 on CartPole: every update probed
         # each printed share is rounded to 0.1 %, so the printed sum can be off by up to 3 × 0.05 %
         assert 0 < float(reference) and 0 < float(probe) and abs(float(probe) + float(reference) - float(total)) <= 0.15
 

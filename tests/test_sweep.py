@@ -1,5 +1,6 @@
 """Sweeps: identical metrics whatever --jobs and the executor are, after Ctrl-C, after the driver is killed, and
-after a Ray cluster loses a node; the report of a stopped sweep lists its unfinished planned runs as missing.
+after a Ray cluster loses a node; SIGTERM stops a sweep with its workers; the report of a stopped sweep lists its
+unfinished planned runs as missing.
 
 One uninterrupted sweep at --jobs 1 (with its report) is the reference every other sweep here is compared with."""
 
@@ -124,6 +125,47 @@ def test_stopped_sweeps_resume_to_the_same_results_and_report(tmp_path, referenc
     assert_same(numeric_results(reference), numeric_results(tmp_path))
     assert pd.read_csv(tmp_path / "report" / "tables" / "missing_cells.csv").empty
     assert_same(report_tables(reference), report_tables(tmp_path))
+
+
+def descendants(pid: int) -> set[int]:
+    """Every living process below `pid` (its workers, and the forkserver's children), from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return {p for p in found if alive(p)}
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, ended but not yet reaped by its new parent, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from Linux's /proc")
+def test_sigterm_stops_the_sweep_with_its_workers_and_keeps_finished_runs(tmp_path):
+    proc = rlbench(tmp_path, jobs=2)
+    wait_for_finished_runs(tmp_path, 1, proc)
+    workers = descendants(proc.pid)
+    assert workers, "the sweep's workers should be running"
+    proc.send_signal(signal.SIGTERM)
+    code, _ = finish(proc)
+    deadline = time.monotonic() + 60  # ample: the driver cancels its batches before it exits
+    while {p for p in workers if alive(p)} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not {p for p in workers if alive(p)}, "every worker must end with the sweep"
+    assert code != 0
+    finished = list(tmp_path.glob("**/summary.json"))
+    assert 1 <= len(finished) < RUNS and all(json.loads(p.read_text())["status"] == "ok" for p in finished)
+    assert not list(tmp_path.glob("**/.*.tmp")), "no half-written file may remain"
 
 
 def node_workers(node) -> dict[int, str]:
