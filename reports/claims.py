@@ -11,6 +11,7 @@ Context tests show estimates and intervals only.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,6 +120,7 @@ TESTS: tuple[Test, ...] = (
     Test("C3", PRIMARY, "ppo", "ppo_noclip", "approx_kl", "approx KL per update", "ratio", -1, ("clip",)),
     Test("C3", PRIMARY, "ppo", "ppo_noclip", "drawdown", "max drawdown (score range)", "diff", -1, ("clip",), "mean"),
     Test("C3", CONTEXT, "ppo", "ppo_noclip", "collapsed", "collapse rate", "diff", -1, statistic="mean"),
+    Test("C3", CONTEXT, "ppo", "ppo_noclip", "diverged", "divergence rate", "diff", -1, statistic="mean"),
     Test("C3", CONTEXT, "ppo", "ppo_noclip", "final_return", "across-seed std of final return", "ratio", -1, (), "std"),
     Test("C3", CONTEXT, "ppo", "ppo_noclip", "final_return", "final return", "diff", +1),
     Test("C3", CONTEXT, "ppo", "critic", "approx_kl", "approx KL per update", "ratio", -1),
@@ -274,18 +276,24 @@ def _test_rows(t: Test, runs: pd.DataFrame, configs: dict, envs: list[str], seed
     measured, note = _note(t, runs)
     base = _base(t) | {"_measured": measured}
     rows, pooled, dists = [], [], []
-    for i, env in enumerate(envs):
+    for env in envs:
         a = _values(runs, env, t.column_a, t.metric, keep_inf)
         b = _values(runs, env, *((t.column_a, t.metric_b) if t.metric_b else (t.column_b, t.metric)), keep_inf)
         dist = np.array([])
         if min(a.size, b.size) >= need:
-            dist = S.env_bootstrap([(a, b)], t.kind, t.statistic, reps, seed * 1000 + i)[:, 0]
-            pooled.append(i)
+            dist = S.env_bootstrap([(a, b)], t.kind, t.statistic, reps, bootstrap_seed(seed, t.name, env))[:, 0]
+            pooled.append(len(rows))
             dists.append(dist)
         cfgs = configs.get((env, t.column_a)), configs.get((env, t.column_b))
         rows.append(base | {"env": env, "differs_in": differs_in(*cfgs), "note": note} | _env_row(t, a, b, dist))
     combined_note = note or ("" if pooled else f"no env has {need} finished runs per side")
     return rows + [base | {"note": combined_note} | _combined_row(t, rows, pooled, dists)]
+
+
+def bootstrap_seed(seed: int, test: str, env: str) -> list[int]:
+    """The bootstrap stream of one test in one env: the report's seed and CRC-32 hashes of the test's name and the
+    env id, so adding a test or an env never moves another's draws."""
+    return [seed, zlib.crc32(test.encode()), zlib.crc32(env.encode())]
 
 
 def interval_verdict(low: float, high: float, null: float, direction: int) -> str:
@@ -374,9 +382,9 @@ def evaluate(
         raise ValueError("two tests share a name (label, effect and columns); rows are keyed by it")
     all_envs = sorted(runs.env.unique()) if len(runs) else []
     rows = []
-    for i, t in enumerate(tests):
+    for t in tests:
         envs = [e for e in all_envs if t.envs == "all" or is_textgen(e)]
-        rows += _test_rows(t, runs, configs, envs, seed + i, reps)
+        rows += _test_rows(t, runs, configs, envs, seed, reps)
     rows = _decide(rows, {t.name: t for t in tests})
     return pd.DataFrame(rows, columns=ROW_COLUMNS)
 

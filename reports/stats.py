@@ -357,7 +357,7 @@ def pool(effects: np.ndarray, kind: str) -> np.ndarray:
 
 
 def env_bootstrap(
-    pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str, statistic: str, reps: int, seed: int
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str, statistic: str, reps: int, seed: int | Sequence[int]
 ) -> np.ndarray:
     """Bootstrap distribution [reps, E] of the per-env effects: in every env, the runs of each side are
     resampled with replacement independently (an env-stratified, two-sample bootstrap)."""

@@ -82,6 +82,19 @@ def test_a_cell_with_4_runs_is_inconclusive_n_below_5() -> None:
     assert table.loc[(RATIO.name, C.COMBINED)].verdict == C.SMALL_N
 
 
+def test_adding_a_test_or_an_env_moves_no_other_rows_numbers() -> None:
+    # Each (test, env) bootstraps from its own stream, keyed by their names, not by their positions.
+    cells = {(ENV_A, "a"): spread(2.0), (ENV_A, "b"): spread(1.0), (ENV_B, "a"): spread(3.0), (ENV_B, "b"): spread(1.0)}
+    numbers = ["effect", "ci_low", "ci_high", "p_value"]
+    alone = evaluate(runs_of(cells), RATIO).loc[RATIO.name, numbers]
+    before = C.Test("CX", C.CONTEXT, "b", "a", "x", "x (reversed)", "ratio", -1)
+    pd.testing.assert_frame_equal(evaluate(runs_of(cells), before, RATIO).loc[RATIO.name, numbers], alone)
+    env_c = {("EnvC-v0", "a"): spread(4.0), ("EnvC-v0", "b"): spread(1.0), ("Env0-v0", "a"): spread(5.0)}
+    more = evaluate(runs_of(cells | env_c), RATIO).loc[RATIO.name, numbers]
+    pd.testing.assert_frame_equal(more.loc[[ENV_A, ENV_B]], alone.loc[[ENV_A, ENV_B]])
+    assert more.loc[C.COMBINED, "effect"] != alone.loc[C.COMBINED, "effect"]  # EnvC joined the pooled effect
+
+
 def test_holm_across_primary_tests_and_no_verdict_for_context() -> None:
     other = C.Test("CX", C.PRIMARY, "a", "c", "x", "x", "diff", +1, ("lr",), "mean")
     context = C.Test("CX", C.CONTEXT, "a", "b", "x", "x (context)", "ratio", +1)
@@ -100,6 +113,17 @@ def test_infinitely_noisy_runs_are_ranked_not_dropped() -> None:
     row = evaluate(runs_of(cells, "noise"), noise).loc[(noise.name, ENV_A)]
     assert (row.n_a, row.n_inf_a, row.n_inf_b) == (5, 2, 0)
     assert row.effect == 1.0 and row.verdict == C.SUPPORTED
+
+
+def test_c3_shows_the_divergence_rate_of_runs_that_have_no_final_return() -> None:
+    # ppo_noclip diverged on Pendulum in all 10 seeds of the full preset: no final return, so the collapse and
+    # return tests have no values for it; the divergence rate counts every such run.
+    divergence = next(t for t in C.TESTS if t.metric == "diverged")
+    assert (divergence.claim, divergence.column_a, divergence.column_b) == ("C3", "ppo", "ppo_noclip")
+    runs = runs_of({(ENV_A, "ppo"): [0.0] * 5, (ENV_A, "ppo_noclip"): [1.0] * 5}, "diverged")
+    runs["final_return"] = np.where(runs.algo == "ppo", 100.0, np.nan)
+    row = evaluate(runs, divergence).loc[(divergence.name, ENV_A)]
+    assert (row.n_a, row.n_b, row.effect) == (5, 5, -1.0)
 
 
 def test_unmeasured_metric_is_inconclusive_and_outside_the_family() -> None:
