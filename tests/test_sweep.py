@@ -129,12 +129,7 @@ def test_stopped_sweeps_resume_to_the_same_results_and_report(tmp_path, referenc
 
 def descendants(pid: int) -> set[int]:
     """Every living process below `pid` (its workers, and the forkserver's children), from /proc."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
+    parents = {int(d.name): _parent(d) for d in Path("/proc").iterdir() if d.name.isdigit()}
     found, frontier = set(), {pid}
     while frontier:
         frontier = {child for child, parent in parents.items() if parent in frontier} - found
@@ -144,10 +139,8 @@ def descendants(pid: int) -> set[int]:
 
 def alive(pid: int) -> bool:
     """Whether `pid` runs (a zombie, ended but not yet reaped by its new parent, does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    fields = _stat_fields(Path(f"/proc/{pid}"))
+    return fields is not None and fields[0] != "Z"
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from Linux's /proc")
@@ -202,11 +195,17 @@ def lose_node(cluster, node) -> None:
             pass
 
 
-def _parent(proc_dir: Path) -> int | None:
+def _stat_fields(proc_dir: Path) -> list[str] | None:
+    """The fields of a process's /proc stat after its command name (state, parent pid, …); None once it is gone."""
     try:
-        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
+        return (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
+
+
+def _parent(proc_dir: Path) -> int | None:
+    fields = _stat_fields(proc_dir)
+    return int(fields[1]) if fields else None
 
 
 def test_ray_cluster_losing_a_node_fails_its_runs_and_a_resume_completes(tmp_path, reference):
